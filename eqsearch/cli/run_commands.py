@@ -1,0 +1,182 @@
+"""Run commands: ``train``, ``evaluate``, ``gducheck`` and ``demo``."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import click
+import torch
+
+from eqsearch.cli import main
+from eqsearch.cli.run_flags import build_parser, config_from_args, fail, parse
+from eqsearch.config import ConfigError, RunConfig, from_dict
+from eqsearch.data import DataError
+from eqsearch.progress import RunProgress
+from eqsearch.training import BEST, LATEST, DivergedError, Trainer, fit, load_run_config, prepare_run
+
+PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+
+
+def default_run_dir(cfg: RunConfig, what: str | None = None) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{what or cfg.model.kind}-{cfg.data.dataset}"
+
+
+def describe(cfg: RunConfig) -> str:
+    r, m = cfg.rule, cfg.model
+    rule = f"{r.alg.upper()} {r.estimator} beta={r.beta}" if r.alg == "ep" else "BPTT"
+    shape = "-".join(map(str, m.archi)) if m.kind in ("mlp", "vf_mlp") else f"channels {m.channels} fc {m.fc}"
+    return (f"{m.kind} {shape} act={m.act} loss={m.loss} | {rule} T1={r.T1} T2={r.T2} | "
+            f"{cfg.optim.name} lrs={cfg.optim.lrs} | {cfg.data.dataset} mbs={cfg.data.batch_size} "
+            f"epochs={cfg.train.epochs} seed={cfg.train.seed}")
+
+
+def run_training(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = False) -> list[dict]:
+    """Train with progress output; returns the metrics of the epochs run now."""
+    try:
+        trainer = prepare_run(cfg, out, resume=resume)
+    except (ConfigError, DataError) as exc:
+        fail(str(exc))
+    click.echo(describe(cfg), err=True)
+    click.echo(f"run folder: {out}  (device {trainer.device}, {trainer.batches_per_epoch} batches/epoch)", err=True)
+    history = []
+    with RunProgress(cfg.train.epochs, trainer.batches_per_epoch, trainer.epoch, enabled=not quiet) as prog:
+        try:
+            for m in fit(cfg, out, trainer=trainer, on_batch=prog.on_batch):
+                prog.epoch_done(m)
+                history.append(m)
+        except DivergedError as exc:
+            fail(f"training diverged: {exc.reason}; metrics of the finished epochs are in {out}")
+    if history:
+        last = history[-1]
+        click.echo(f"final test accuracy {last['test_acc']:.4f} (best {last['best_test_acc']:.4f}) after "
+                   f"{last['epoch']} epochs; run folder {out}")
+    else:
+        click.echo(f"nothing to do: {out} already has {trainer.epoch} of {cfg.train.epochs} epochs")
+    return history
+
+
+TRAIN_HELP = """Train one network. Examples:
+
+  eqsearch train                                   # digits MLP on the embedded defaults
+  eqsearch train --config run.yaml --set rule.beta=0.2
+  eqsearch train --model MLP --task MNIST --archi 784 512 10 --act mysig --todo train \\
+      --betas 0.0 0.1 --T1 30 --T2 10 --mbs 50 --lrs 0.08 0.04 --optim sgd --data-root DIR
+  eqsearch train --resume runs/RUN --epochs 10    # continue a run
+"""
+
+
+@main.command(context_settings=PASSTHROUGH, add_help_option=False)
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def train(argv: tuple[str, ...]) -> None:
+    """Train one network (flags: eqsearch train --help)."""
+    parser = build_parser("eqsearch train", TRAIN_HELP)
+    ns = parse(parser, list(argv))
+    if ns.todo == "gducheck":
+        return _gducheck(ns)
+    if ns.todo == "evaluate":
+        return _evaluate(Path(ns.load_path), "best", "both", ns.device, ns.data_root)
+    resume_dir = ns.resume or ns.load_path
+    try:
+        if resume_dir:
+            if not (Path(resume_dir) / LATEST).exists():
+                fail(f"--resume: {resume_dir!r} has no {LATEST}; allowed: a run folder written by eqsearch train")
+            cfg = config_from_args(ns, base=load_run_config(resume_dir))
+        else:
+            cfg = config_from_args(ns)
+    except ConfigError as exc:
+        fail(str(exc))
+    out = Path(resume_dir or ns.out or default_run_dir(cfg))
+    run_training(cfg, out, resume=bool(resume_dir), quiet=ns.quiet)
+
+
+def _evaluate(run_dir: Path, which: str, split: str, device: str | None, data_root: str | None) -> None:
+    ckpt = run_dir / (BEST if which == "best" else LATEST)
+    if not ckpt.exists():
+        fail(f"{run_dir}: no {ckpt.name}; allowed: a run folder written by eqsearch train")
+    overrides = {k: v for k, v in (("train.device", device), ("data.root", data_root)) if v is not None}
+    try:
+        cfg = load_run_config(run_dir, overrides)
+        trainer = Trainer(cfg)
+    except (ConfigError, DataError) as exc:
+        fail(str(exc))
+    trainer.load(ckpt)
+    splits = ["train", "test"] if split == "both" else [split]
+    for s in splits:
+        m = trainer.evaluate(s)
+        click.echo(f"{s} accuracy {m[f'{s}_acc']:.4f}  loss {m[f'{s}_loss']:.4f}  "
+                   f"({ckpt.name}, epoch {trainer.epoch})")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--checkpoint", type=click.Choice(["best", "latest"]), default="best", show_default=True)
+@click.option("--split", type=click.Choice(["test", "train", "both"]), default="test", show_default=True)
+@click.option("--device", default=None, help="cpu, cuda, cuda:k or a GPU index")
+@click.option("--data-root", default=None, help="data root (if it moved since training)")
+def evaluate(run_dir: Path, checkpoint: str, split: str, device: str | None, data_root: str | None) -> None:
+    """Score a saved run (T1 free steps, argmax of the output)."""
+    _evaluate(run_dir, checkpoint, split, device, data_root)
+
+
+GDU_HELP = """EP per-step updates vs truncated-BPTT gradients (GDU theorem), per layer.
+
+  eqsearch gducheck --model MLP --task MNIST --archi 784 512 10 --act tanh \\
+      --betas 0.0 0.01 --T1 30 --T2 10 --mbs 50 --data-root DIR
+Writes gdu.csv and gdu.png into --out; --thirdphase adds the symmetric estimator.
+"""
+
+
+@main.command(context_settings=PASSTHROUGH, add_help_option=False)
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def gducheck(argv: tuple[str, ...]) -> None:
+    """Check EP updates against BPTT (flags: eqsearch gducheck --help)."""
+    parser = build_parser("eqsearch gducheck", GDU_HELP)
+    ns = parse(parser, list(argv))
+    _gducheck(ns)
+
+
+def _gducheck(ns) -> None:
+    from eqsearch.gdu import gdu_check, plot_gdu
+
+    samples = 20
+    try:
+        base = load_run_config(ns.load_path) if ns.load_path else None
+        cfg = config_from_args(ns, base=base)
+        trainer = Trainer(cfg, dtype=torch.float64)
+    except (ConfigError, DataError) as exc:
+        fail(str(exc))
+    if ns.load_path:
+        trainer.load(Path(ns.load_path) / BEST)
+    out = Path(ns.out or default_run_dir(cfg, "gducheck"))
+    out.mkdir(parents=True, exist_ok=True)
+    x = trainer.data.x_train[:samples].double()
+    y = trainer.data.y_train[:samples]
+    r = cfg.rule
+    rows, series = gdu_check(trainer.model, x, y, r.T1, r.T2, r.beta, symmetric=r.estimator == "symmetric")
+    with (out / "gdu.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    plot_gdu(series, out / "gdu.png")
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"GDU check: {samples} samples, T1={r.T1}, T2={r.T2}, beta={r.beta}")
+    for col in ("estimator", "key", "rel error", "sign error", "angle (deg)"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["estimator"], row["key"], f"{row['rel_error']:.3g}", f"{row['sign_error']:.3g}",
+                      f"{row['angle']:.2f}")
+    Console().print(table)
+    click.echo(f"wrote {out / 'gdu.csv'} and {out / 'gdu.png'}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="run folder")
+def demo(out: Path | None) -> None:
+    """Train the embedded default network (digits MLP) and print the result."""
+    cfg = from_dict()
+    run_training(cfg, out or default_run_dir(cfg, "demo"))

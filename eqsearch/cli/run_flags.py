@@ -1,0 +1,170 @@
+"""Flags of the run commands (``train``, ``gducheck``): native options and code base A's flags.
+
+Native: ``--config FILE`` (YAML run config), ``--set FIELD=VALUE`` (any dotted field,
+repeatable), ``--data-root``, ``--out``, ``--max-batches``, ``--device``, ``--threads``,
+``--resume``. Flags given on the command line override the file.
+
+Code base A (Laborieux et al.) flags are accepted exactly as its README writes them, e.g.
+``--model MLP --task MNIST --archi 784 512 10 --act mysig --betas 0.0 0.1 --T1 30 --T2 10
+--mbs 50 --lrs 0.08 0.04``. Without ``--config``, a command line that uses them starts from
+code base A's defaults (one-sided EP unless ``--thirdphase`` / ``--random-sign``, mbs 20,
+T1 20, T2 4, β 0.01, 1 epoch, ...), so a pasted command means what it meant there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from eqsearch.config import ConfigError, RunConfig, from_dict, load_yaml, parse_assignment
+
+# Defaults of code base A's main.py (reference §2.10), as dotted eqsearch fields.
+SEED_DEFAULTS: dict[str, Any] = {
+    "data.dataset": "mnist", "data.batch_size": 20, "model.kind": "mlp",
+    "model.archi": [784, 512, 10], "model.act": "mysig", "model.loss": "mse",
+    "model.channels": [32, 64], "model.kernels": [5, 5], "model.strides": [1, 1],
+    "model.paddings": [0, 0], "model.pools": "mm", "model.fc": [10],
+    "rule.alg": "ep", "rule.estimator": "one_sided", "rule.beta": 0.01, "rule.T1": 20, "rule.T2": 4,
+    "optim.name": "sgd", "optim.momentum": 0.0, "train.epochs": 1,
+}
+
+SEED_MODELS = {"MLP": "mlp", "VFMLP": "vf_mlp", "CNN": "cnn", "VFCNN": "vf_cnn"}
+SEED_TASKS = {"MNIST": "mnist", "CIFAR10": "cifar10", "FashionMNIST": "fashion_mnist",
+              "FASHIONMNIST": "fashion_mnist", "digits": "digits"}
+SEED_FLAGS = ("model", "task", "archi", "betas", "mbs", "lrs", "alg", "todo", "thirdphase",
+              "random_sign", "act", "loss", "optim", "T1", "T2", "channels", "kernels", "strides",
+              "paddings", "pools", "fc", "softmax", "same_update", "mmt", "wds", "lr_decay", "scale",
+              "data_aug", "dropouts", "load_path", "save", "check_thm")
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("eqsearch options")
+    g.add_argument("--config", metavar="FILE", help="YAML run config (sections data, model, rule, optim, train)")
+    g.add_argument("--set", dest="assign", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one field, e.g. --set rule.estimator=symmetric (repeatable)")
+    g.add_argument("--data-root", metavar="DIR", help="data root in torchvision's layout (env EQSEARCH_DATA)")
+    g.add_argument("--out", metavar="DIR", help="run folder (default runs/<time>-<model>-<data>)")
+    g.add_argument("--max-batches", type=int, metavar="N", help="cap training batches per epoch (smoke runs)")
+    g.add_argument("--device", help="cpu, cuda, cuda:k or a GPU index k (CPU with a notice if no GPU)")
+    g.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    a = p.add_argument_group("code base A flags (Laborieux et al.; unset ones take its defaults)")
+    a.add_argument("--model", choices=sorted(SEED_MODELS))
+    a.add_argument("--task", choices=sorted(SEED_TASKS))
+    a.add_argument("--archi", type=int, nargs="+")
+    a.add_argument("--act")
+    a.add_argument("--loss")
+    a.add_argument("--optim")
+    a.add_argument("--lrs", type=float, nargs="+")
+    a.add_argument("--wds", type=float, nargs="+")
+    a.add_argument("--mmt", type=float)
+    a.add_argument("--mbs", type=int)
+    a.add_argument("--T1", type=int)
+    a.add_argument("--T2", type=int)
+    a.add_argument("--betas", type=float, nargs=2, metavar=("BETA1", "BETA2"))
+    a.add_argument("--alg", choices=["EP", "BPTT", "CEP"])
+    a.add_argument("--todo", choices=["train", "gducheck", "evaluate"])
+    a.add_argument("--random-sign", action="store_true", default=None)
+    a.add_argument("--thirdphase", action="store_true", default=None)
+    a.add_argument("--lr-decay", action="store_true", default=None)
+    a.add_argument("--check-thm", action="store_true", default=None)
+    a.add_argument("--scale", type=float)
+    a.add_argument("--save", action="store_true", default=None, help="accepted; a run folder is always written")
+    a.add_argument("--load-path", metavar="DIR", help="run folder to resume (train) or to load (gducheck)")
+    a.add_argument("--channels", type=int, nargs="+")
+    a.add_argument("--kernels", type=int, nargs="+")
+    a.add_argument("--strides", type=int, nargs="+")
+    a.add_argument("--paddings", type=int, nargs="+")
+    a.add_argument("--pools")
+    a.add_argument("--fc", type=int, nargs="+")
+    a.add_argument("--softmax", action="store_true", default=None)
+    a.add_argument("--same-update", action="store_true", default=None)
+    a.add_argument("--data-aug", action="store_true", default=None)
+    a.add_argument("--dropouts", type=float, nargs="+")
+    return p
+
+
+def _seed_overrides(ns: argparse.Namespace) -> dict[str, Any]:
+    """Dotted overrides for the code base A flags that were given."""
+    o: dict[str, Any] = {}
+    direct = {"archi": "model.archi", "act": "model.act", "loss": "model.loss", "optim": "optim.name",
+              "lrs": "optim.lrs", "wds": "optim.wds", "mmt": "optim.momentum", "mbs": "data.batch_size",
+              "T1": "rule.T1", "T2": "rule.T2", "scale": "model.scale", "channels": "model.channels",
+              "kernels": "model.kernels", "strides": "model.strides", "paddings": "model.paddings",
+              "pools": "model.pools", "fc": "model.fc", "dropouts": "model.dropouts"}
+    for flag, key in direct.items():
+        if getattr(ns, flag) is not None:
+            o[key] = getattr(ns, flag)
+    flags = {"lr_decay": "optim.lr_decay", "check_thm": "train.check_thm", "softmax": "model.softmax",
+             "same_update": "model.same_update", "data_aug": "data.augment"}
+    for flag, key in flags.items():
+        if getattr(ns, flag):
+            o[key] = True
+    if ns.model:
+        o["model.kind"] = SEED_MODELS[ns.model]
+    if ns.task:
+        o["data.dataset"] = SEED_TASKS[ns.task]
+    if ns.alg == "CEP":
+        raise ConfigError("--alg: got 'CEP'; allowed: EP, BPTT (continual EP is not available yet)")
+    if ns.alg:
+        o["rule.alg"] = ns.alg.lower()
+    if ns.betas is not None:
+        b1, b2 = ns.betas
+        if b1 != 0.0:
+            raise ConfigError(f"--betas: got beta1={b1}; allowed: beta1 = 0.0 (free phase without nudge)")
+        if b2 <= 0.0:
+            raise ConfigError(f"--betas: got beta2={b2}; allowed: beta2 > 0 (the estimator chooses signs)")
+        o["rule.beta"] = b2
+    if ns.thirdphase:
+        o["rule.estimator"] = "symmetric"
+    elif ns.random_sign:
+        o["rule.estimator"] = "random_sign"
+    elif any(getattr(ns, f) is not None for f in ("betas", "alg", "model", "task")):
+        o.setdefault("rule.estimator", "one_sided")
+    return o
+
+
+def uses_seed_flags(ns: argparse.Namespace) -> bool:
+    return any(getattr(ns, f) not in (None, False) for f in SEED_FLAGS)
+
+
+def config_from_args(ns: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    """Merge (base or --config or code base A defaults), flags and --set into one config."""
+    tree: dict = base.to_dict() if base is not None else {}
+    overrides: dict[str, Any] = {}
+    source = ""
+    if ns.config:
+        tree = load_yaml(ns.config)
+        source = f"{ns.config}: "
+    elif base is None and uses_seed_flags(ns):
+        overrides.update(SEED_DEFAULTS)
+    overrides.update(_seed_overrides(ns))
+    native = {"data_root": "data.root", "max_batches": "data.max_batches", "device": "train.device",
+              "threads": "train.threads", "epochs": "train.epochs", "seed": "train.seed"}
+    for flag, key in native.items():
+        if getattr(ns, flag) is not None:
+            overrides[key] = getattr(ns, flag)
+    for text in ns.assign:
+        key, value = parse_assignment(text)
+        overrides[key] = value
+    return from_dict(tree, overrides, source=source)
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse; argparse's own errors exit with status 2 and a usage line."""
+    ns = parser.parse_args(argv)
+    if ns.todo == "evaluate" and not ns.load_path:
+        parser.error("--todo evaluate needs --load-path RUN_DIR")
+    return ns
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)

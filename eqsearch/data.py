@@ -1,0 +1,144 @@
+"""Data sets as in-memory tensors, so that an epoch does no per-sample Python work.
+
+``digits`` (scikit-learn, embedded) needs no files. ``mnist`` and ``fashion_mnist`` are read
+through torchvision from a data root in its layout (``<root>/MNIST/raw/*.gz``): the root is
+``data.root``, else the environment variable ``EQSEARCH_DATA``. A read-only root that holds
+only the ``.gz`` files (such as a shared folder) is copied to a cache first, because
+torchvision extracts beside the archives.
+
+Pixels are scaled to [0, 1] (code base A's MNIST normalisation: mean 0, std 1).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from eqsearch.config import ConfigError, DataConfig
+
+
+class DataError(RuntimeError):
+    """A data set cannot be found or read; the message says how to get it."""
+
+
+@dataclass
+class Dataset:
+    """Train and test tensors. ``x_*``: (N, *input_shape) float32; ``y_*``: (N,) int64."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def to(self, device: torch.device) -> "Dataset":
+        return Dataset(self.name, self.x_train.to(device), self.y_train.to(device),
+                       self.x_test.to(device), self.y_test.to(device), self.num_classes)
+
+
+def _digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.data, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    n_test = 360
+    test, train = order[:n_test], order[n_test:]
+    return Dataset("digits", x[train], y[train], x[test], y[test], 10)
+
+
+_TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+
+
+def resolve_root(root: str | None) -> Path:
+    """The data root: ``root``, else $EQSEARCH_DATA; a clear error when neither exists."""
+    chosen = root or os.environ.get("EQSEARCH_DATA")
+    if not chosen:
+        raise DataError("data.root: not set; pass --data-root DIR (or set EQSEARCH_DATA) pointing "
+                        "at a folder in torchvision's layout, e.g. DIR/MNIST/raw/*.gz")
+    path = Path(chosen).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data.root: {str(path)!r} is not a folder; create it, or point --data-root "
+                        "at a folder holding e.g. MNIST/raw/*.gz (torchvision downloads there when "
+                        "the machine has network)")
+    return path
+
+
+def _writable_root(root: Path, folder: str) -> Path:
+    """``root`` itself, or a cache copy of ``root/folder/raw`` when ``root`` is read-only."""
+    if os.access(root, os.W_OK) and (not (root / folder).exists() or os.access(root / folder, os.W_OK)):
+        return root
+    raw = root / folder / "raw"
+    if not raw.is_dir():
+        return root
+    cache = Path(os.environ.get("EQSEARCH_CACHE", Path.home() / ".cache" / "eqsearch")) / "data"
+    target = cache / folder / "raw"
+    target.mkdir(parents=True, exist_ok=True)
+    for f in raw.glob("*.gz"):
+        if not (target / f.name).exists():
+            shutil.copy2(f, target / f.name)
+    return cache
+
+
+def _torchvision(name: str, root: str | None) -> Dataset:
+    from torchvision import datasets
+
+    folder = _TORCHVISION[name]
+    base = resolve_root(root)
+    usable = _writable_root(base, folder)
+    cls = getattr(datasets, folder)
+    try:
+        train = cls(str(usable), train=True, download=True)
+        test = cls(str(usable), train=False, download=True)
+    except Exception as exc:  # torchvision raises RuntimeError / URLError when files are missing
+        raise DataError(f"data.root: {name} not found under {str(base)!r} ({exc}); put torchvision's "
+                        f"raw files in {base}/{folder}/raw/*.gz or run once with network access") from None
+
+    def tensors(ds):
+        return ds.data.unsqueeze(1).float().div_(255.0), ds.targets.long()
+
+    (xtr, ytr), (xte, yte) = tensors(train), tensors(test)
+    return Dataset(name, xtr, ytr, xte, yte, 10)
+
+
+LOADERS: dict[str, Callable[[DataConfig], Dataset]] = {
+    "digits": lambda cfg: _digits(),
+    "mnist": lambda cfg: _torchvision("mnist", cfg.root),
+    "fashion_mnist": lambda cfg: _torchvision("fashion_mnist", cfg.root),
+}
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    if cfg.dataset not in LOADERS:
+        raise ConfigError(f"data.dataset: got {cfg.dataset!r}; allowed: {', '.join(LOADERS)}")
+    return LOADERS[cfg.dataset](cfg)
+
+
+def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
+            max_batches: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Minibatches of (x, y); shuffled by ``generator`` when given. The last batch may be short."""
+    n = x.shape[0]
+    order = torch.randperm(n, generator=generator).to(x.device) if generator is not None else None
+    count = num_batches(n, batch_size, max_batches)
+    for k in range(count):
+        if order is None:
+            yield x[k * batch_size:(k + 1) * batch_size], y[k * batch_size:(k + 1) * batch_size]
+        else:
+            idx = order[k * batch_size:(k + 1) * batch_size]
+            yield x[idx], y[idx]
+
+
+def num_batches(n: int, batch_size: int, max_batches: int | None = None) -> int:
+    count = -(-n // batch_size)
+    return min(count, max_batches) if max_batches else count

@@ -1,0 +1,157 @@
+"""GDU check: per-step EP updates against truncated-BPTT gradients (reference §1.4, §2.7).
+
+For a batch (x, y), with T1 free steps and T2 nudged steps:
+
+- BPTT side: from the state after T1 − T2 free steps, for K = 0..T2 run K steps without graph
+  and T2 − K steps with graph, loss (batch mean) at the end, backward. The partial sums give,
+  for t = 0..T2−1, the contribution of the (t+1)-th last step to ∂L/∂θ (``bptt[θ][t]``) and
+  −∂L/∂s at t steps before the end, per sample (``bptt[s_l][t]``).
+- EP side: from the free state s* (T1 steps), nudged steps s_{t+1} = step(s_t, β) and
+    EP_s(t) = (s_{t+1} − s_t) / β,   EP_θ(t) = −[G(s_{t+1}, β) − G(s_t, β)] / β,
+  G = batch-mean ∂Φ/∂θ (both at β, so the loss term cancels). Both sides are in the
+  "estimate of +∂L/∂θ" convention for θ and "−∂L/∂s" for neurons; the theorem says they
+  match as β → 0 for a converged free phase.
+
+Metrics per parameter / neuron layer over the time axis (code base A's ``RMSE``): relative
+error r = rms_t(EP − BPTT) / (1e−10 + max(rms_t EP, rms_t BPTT)) averaged over elements; sign
+error = fraction of (t, element) entries with EP·BPTT < 0; and the angle (degrees) between
+Σ_t EP_θ(t) and Σ_t BPTT_θ(t).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from eqsearch.losses import loss_per_sample
+from eqsearch.models import EnergyModel
+from eqsearch.rules import free_phase, relax
+
+
+@dataclass
+class GDUSeries:
+    """Time series keyed by parameter name or neuron layer ``s1..sN``: (T2, *shape)."""
+
+    ep: dict[str, torch.Tensor] = field(default_factory=dict)
+    bptt: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def bptt_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2: int) -> dict:
+    names = [n for n, _ in model.named_parameters()]
+    params = list(model.parameters())
+    with torch.no_grad():
+        _, ref, _ = free_phase(model, x, T1 - T2)
+    partial, neurons = [], []
+    for K in range(T2 + 1):
+        with torch.no_grad():
+            drive0 = model.input_drive(x)
+            state, _ = relax(model, drive0, ref, K)
+        leaves = [s.detach().requires_grad_(True) for s in state]
+        drive = model.input_drive(x)
+        end, _ = relax(model, drive, leaves, T2 - K)
+        loss = loss_per_sample(model.loss, model.logits(end), y).mean()
+        grads = torch.autograd.grad(loss, params + leaves, allow_unused=True)
+        partial.append([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads[:len(params)])])
+        neurons.append([-x.shape[0] * (torch.zeros_like(l) if g is None else g)
+                        for l, g in zip(leaves, grads[len(params):])])
+    out = {}
+    for j, name in enumerate(names):
+        # contribution of the (t+1)-th last step = S_{t+1} - S_t with S_k the sum over the last k steps
+        out[name] = torch.stack([partial[T2 - t - 1][j] - partial[T2 - t][j] for t in range(T2)])
+    for l in range(len(ref)):
+        out[f"s{l + 1}"] = torch.stack([neurons[T2 - t][l] for t in range(T2)])
+    return out
+
+
+@torch.no_grad()
+def ep_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2: int, beta: float) -> dict:
+    names = [n for n, _ in model.named_parameters()]
+    drive, state, _ = free_phase(model, x, T1)
+    free = state
+    pre = free if model.vector_field else None
+    th, ne = [], []
+    for _ in range(T2):
+        new = model.step(state, drive, beta, y)
+        ga = model.dphi_dtheta(x, state, beta, y, pre=pre)
+        gb = model.dphi_dtheta(x, new, beta, y, pre=pre)
+        th.append([-(b - a) / beta for a, b in zip(ga, gb)])
+        ne.append([(n - s) / beta for s, n in zip(state, new)])
+        state = new
+    out = {name: torch.stack([step[j] for step in th]) for j, name in enumerate(names)}
+    for l in range(len(free)):
+        out[f"s{l + 1}"] = torch.stack([step[l] for step in ne])
+    return out
+
+
+def series_metrics(ep: torch.Tensor, bptt: torch.Tensor) -> dict[str, float]:
+    """Relative error, sign error and angle (degrees) of two (T, *shape) series."""
+    rms = lambda t: t.pow(2).mean(0).sqrt()  # noqa: E731
+    rel = (rms(ep - bptt) / (1e-10 + torch.maximum(rms(ep), rms(bptt)))).mean()
+    sign = (ep * bptt < 0).double().mean()
+    a, b = ep.sum(0).flatten(), bptt.sum(0).flatten()
+    cos = (a @ b) / (a.norm() * b.norm()).clamp_min(1e-30)
+    return {"rel_error": float(rel), "sign_error": float(sign),
+            "angle": float(torch.rad2deg(torch.arccos(cos.clamp(-1, 1))))}
+
+
+def gdu_check(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2: int, beta: float,
+              symmetric: bool = False) -> tuple[list[dict], dict[str, dict]]:
+    """Rows ``{estimator, key, kind, rel_error, sign_error, angle}`` and the raw series.
+
+    With ``symmetric``, EP runs with +β and −β; rows are given for both one-sided updates and
+    for their average (the symmetric estimator).
+    """
+    bptt = bptt_series(model, x, y, T1, T2)
+    series = {"one_sided": ep_series(model, x, y, T1, T2, beta)}
+    if symmetric:
+        minus = ep_series(model, x, y, T1, T2, -beta)
+        series["one_sided_minus"] = minus
+        series["symmetric"] = {k: 0.5 * (series["one_sided"][k] + minus[k]) for k in minus}
+    rows = []
+    for est, ep in series.items():
+        for key in bptt:
+            kind = "neurons" if key.startswith("s") and key[1:].isdigit() else "synapses"
+            rows.append({"estimator": est, "key": key, "kind": kind, **series_metrics(ep[key], bptt[key])})
+    return rows, {"bptt": bptt, **series}
+
+
+def summarize(rows: list[dict], estimator: str = "one_sided") -> dict[str, float]:
+    """Per-epoch metric values: mean relative / sign error and mean angle over weight tensors."""
+    syn = [r for r in rows if r["estimator"] == estimator and r["kind"] == "synapses"]
+    return {"gdu_rel_error": sum(r["rel_error"] for r in syn) / len(syn),
+            "gdu_sign_error": sum(r["sign_error"] for r in syn) / len(syn),
+            "gdu_angle": sum(r["angle"] for r in syn) / len(syn)}
+
+
+def plot_gdu(series: dict[str, dict], path: str | Path, max_keys: int = 6, elements: int = 3) -> Path:
+    """Cumulative EP updates (dashed) vs BPTT (solid) for a few elements of each weight key."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bptt = series["bptt"]
+    keys = [k for k in bptt if k.endswith("weight")][:max_keys]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    gen = torch.Generator().manual_seed(0)
+    for ax, key in zip(axes[0], keys):
+        flat_b = bptt[key].flatten(1).cumsum(0)
+        idx = torch.randperm(flat_b.shape[1], generator=gen)[:elements]
+        for c, i in enumerate(idx.tolist()):
+            color = f"C{c}"
+            ax.plot(flat_b[:, i].cpu(), color=color, lw=2, label="BPTT" if c == 0 else None)
+            for est, style in (("one_sided", "--"), ("symmetric", ":")):
+                if est in series:
+                    ax.plot(series[est][key].flatten(1).cumsum(0)[:, i].cpu(), style, color=color,
+                            label=f"EP {est}" if c == 0 else None)
+        ax.set_title(key)
+        ax.set_xlabel("nudged step t")
+    axes[0][0].set_ylabel("cumulative update (+dL/dθ)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

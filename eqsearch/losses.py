@@ -1,0 +1,29 @@
+"""Output losses L(s_out, y), per sample, and their gradient with respect to s_out.
+
+Shapes: ``s`` is (B, C) output activity (or read-out logits), ``y`` is (B,) integer labels.
+Both functions return per-sample values; callers average over the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def one_hot(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    return F.one_hot(y, num_classes).to(dtype)
+
+
+def loss_per_sample(name: str, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """mse: ½ Σ_k (s_k − ŷ_k)²; cel: cross-entropy with logits s. Shape (B,)."""
+    if name == "mse":
+        return 0.5 * (s - one_hot(y, s.shape[1], s.dtype)).pow(2).sum(1)
+    return F.cross_entropy(s, y, reduction="none")
+
+
+def loss_grad(name: str, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """∂L/∂s per sample, shape (B, C): mse s − ŷ; cel softmax(s) − ŷ."""
+    target = one_hot(y, s.shape[1], s.dtype)
+    if name == "mse":
+        return s - target
+    return torch.softmax(s, 1) - target

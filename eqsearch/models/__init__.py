@@ -1,0 +1,47 @@
+"""Energy-based networks, built from a :class:`~eqsearch.config.ModelConfig`.
+
+A new family registers a builder in ``BUILDERS`` and a synapse count in ``synapse_count``;
+everything downstream (rules, ``fit()``, trainables) works through :class:`EnergyModel`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from eqsearch.config import ConfigError, ModelConfig
+from eqsearch.models.base import EnergyModel, State, residual, tile_batch
+from eqsearch.models.mlp import MLP, VFMLP, weight_angle
+
+__all__ = ["EnergyModel", "State", "MLP", "VFMLP", "build_model", "synapse_count", "residual",
+           "tile_batch", "weight_angle"]
+
+
+def _build_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> EnergyModel:
+    n_in = 1
+    for d in input_shape:
+        n_in *= d
+    if cfg.archi[0] != n_in or cfg.archi[-1] != num_classes:
+        raise ConfigError(f"model.archi: got {cfg.archi}; allowed: first size = input size {n_in}, "
+                          f"last size = number of classes {num_classes} for this data set")
+    cls = VFMLP if cfg.kind == "vf_mlp" else MLP
+    return cls(cfg.archi, act=cfg.act, loss=cfg.loss, scale=cfg.scale)
+
+
+BUILDERS: dict[str, Callable[[ModelConfig, tuple[int, ...], int], EnergyModel]] = {
+    "mlp": _build_mlp,
+    "vf_mlp": _build_mlp,
+}
+
+
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> EnergyModel:
+    """Instantiate the network of ``cfg`` (default PyTorch init, then ``scale``)."""
+    if cfg.kind not in BUILDERS:
+        raise ConfigError(f"model.kind: got {cfg.kind!r}; allowed: {', '.join(BUILDERS)}")
+    return BUILDERS[cfg.kind](cfg, input_shape, num_classes)
+
+
+def synapse_count(cfg: ModelConfig) -> int:
+    """Number of synapse layers (= entries of optim.lrs / optim.wds)."""
+    if cfg.kind in ("cnn", "vf_cnn"):
+        return len(cfg.channels) + len(cfg.fc)
+    return len(cfg.archi) - 1

@@ -1,0 +1,99 @@
+"""The contract every energy-based network of eqsearch fulfils.
+
+Vocabulary (shared by MLPs, CNNs and later families):
+
+- ``x``: a batch of inputs, shape (B, *input_shape).
+- ``drive``: per-batch constants of the dynamics (the first layer's input drive W_1 x + b_1,
+  dropout masks, ...), a list of tensors whose first dimension is the batch. It is computed
+  once per batch by :meth:`input_drive` and reused by every relaxation step.
+- ``state``: the neuron layers s_1 ... s_N (input -> output), a list of tensors (B, ...).
+- ``beta``: nudging strength, a float or a (B, 1) tensor (one β per sample, so that the +β
+  and −β phases of the symmetric estimator run as one batch of 2B).
+- Sign convention (code base A): the dynamics ascend a primitive function Φ,
+  s_{t+1} = σ(∂Φ/∂s), and the nudged function is Φ − β·L. ``dphi_dtheta`` returns the
+  batch-mean ∂Φ/∂θ; the learning rules turn differences of it into estimates of +∂L/∂θ.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+State = list[torch.Tensor]
+Beta = float | torch.Tensor
+
+
+class EnergyModel(nn.Module):
+    """Base class: parameters, closed-form relaxation step, Φ (autograd oracle) and ∂Φ/∂θ.
+
+    Subclasses set ``vector_field`` (untied forward / backward weights: the dynamics of layer
+    l follow its own φ_l, and parameter updates use a presynaptic state ``pre``) and ``loss``.
+    """
+
+    vector_field: bool = False
+    loss: str = "mse"
+
+    def input_drive(self, x: torch.Tensor) -> State:
+        """Per-batch constants of the dynamics; first dimension B."""
+        raise NotImplementedError
+
+    def init_state(self, drive: State) -> State:
+        """Zero neuron layers for the batch of ``drive``."""
+        raise NotImplementedError
+
+    def step(self, state: State, drive: State, beta: Beta = 0.0,
+             y: torch.Tensor | None = None) -> State:
+        """One synchronous (Jacobi) step s_{t+1} = σ(∂Φ_β/∂s(s_t)) in closed form."""
+        raise NotImplementedError
+
+    def logits(self, state: State) -> torch.Tensor:
+        """What the loss and the prediction read, shape (B, num_classes)."""
+        return state[-1]
+
+    def phi(self, x: torch.Tensor, state: State, beta: Beta = 0.0, y: torch.Tensor | None = None,
+            pre: State | None = None) -> torch.Tensor:
+        """Φ_β per sample, shape (B,). For vector-field models, Σ_l φ_l with each layer's own
+        activity taken from ``state`` and its inputs from ``pre`` (default ``state``). Written
+        with plain autograd-able ops; used by tests and benchmarks as the oracle."""
+        raise NotImplementedError
+
+    def dphi_dtheta(self, x: torch.Tensor, state: State, beta: Beta = 0.0,
+                    y: torch.Tensor | None = None, pre: State | None = None,
+                    drive: State | None = None) -> list[torch.Tensor]:
+        """Batch-mean ∂Φ_β/∂θ at ``state`` in closed form, aligned with ``parameters()``.
+        Vector-field models take presynaptic activity from ``pre`` (default ``state``)."""
+        raise NotImplementedError
+
+    def synapse_groups(self) -> list[list[nn.Parameter]]:
+        """Parameters per synapse layer, input -> output: one optimizer group each, so that
+        ``optim.lrs[i]`` applies to group i (backward weights join the layer they mirror)."""
+        raise NotImplementedError
+
+    def angles(self) -> dict[str, float]:
+        """Angles (degrees) between backward weights and the forward weights they mirror."""
+        return {}
+
+    def postprocess_grads(self) -> None:
+        """Hook run after the rule wrote ``p.grad`` (e.g. VF-CNN same-update)."""
+
+
+def tile_batch(tensors: Sequence[torch.Tensor], k: int) -> State:
+    """Repeat every tensor k times along the batch dimension: (B, ...) -> (kB, ...)."""
+    return [t.repeat(k, *([1] * (t.dim() - 1))) for t in tensors]
+
+
+def residual(prev: State, new: State) -> torch.Tensor:
+    """‖s_{t+1} − s_t‖ over all layers, root-mean-square over the batch (a 0-dim tensor)."""
+    sq = sum((n - p).pow(2).flatten(1).sum(1) for p, n in zip(prev, new))
+    return sq.mean().sqrt()
+
+
+def scale_init(module: nn.Module, scale: float | None) -> None:
+    """Multiply every weight and bias by ``scale`` (seed flag ``--scale``)."""
+    if scale is None:
+        return
+    with torch.no_grad():
+        for p in module.parameters():
+            p.mul_(scale)

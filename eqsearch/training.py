@@ -1,0 +1,268 @@
+"""The one training loop: :func:`fit`, used by the CLI and by every Ray Tune trainable.
+
+``fit(cfg, run_dir)`` yields one metrics dict per epoch. Metric names (one name everywhere:
+console, Tune, MLflow, analysis): ``epoch``, ``train_acc``, ``train_loss``, ``test_acc``,
+``test_loss``, ``best_test_acc``, ``epoch_seconds``, ``residual_free``, ``residual_nudged``,
+``lr``, plus ``angle_B<k>`` for vector-field models and ``gdu_rel_error``, ``gdu_sign_error``,
+``gdu_angle`` with ``train.check_thm``. Accuracies are fractions in [0, 1].
+
+A run folder holds ``config.yaml``, ``metrics.csv``, ``checkpoint_latest.pt`` and
+``checkpoint_best.pt``. Resuming restores model, optimizer, scheduler and epoch; every random
+draw of epoch e comes from a generator seeded by (seed, e), so a resumed run continues
+bit-identically on the CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from eqsearch.config import RunConfig, from_dict, load_config
+from eqsearch.data import Dataset, batches, load_dataset, num_batches
+from eqsearch.losses import loss_per_sample
+from eqsearch.models import build_model
+from eqsearch.optim import build_optimizer, step_scheduler
+from eqsearch.rules import build_rule, free_phase
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.csv"
+LATEST = "checkpoint_latest.pt"
+BEST = "checkpoint_best.pt"
+GDU_SAMPLES = 5  # samples used by the per-epoch GDU check (code base A's --check-thm)
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss; ``reason`` says where."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def resolve_device(spec: str, notify: Callable[[str], None] | None = None) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:k`` or a bare index ``k``; the CPU (with a notice) without a GPU."""
+    spec = spec.strip()
+    if spec == "cpu":
+        return torch.device("cpu")
+    name = f"cuda:{spec}" if spec.isdigit() else spec
+    if not torch.cuda.is_available():
+        (notify or (lambda m: print(m, file=sys.stderr)))(
+            f"notice: train.device={spec!r} asked for a GPU but none is available; using the CPU")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of every random draw of one epoch (data order, β signs)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+class Trainer:
+    """Data, model, rule, optimizer and scheduler of one run, and its epoch counter."""
+
+    def __init__(self, cfg: RunConfig, data: Dataset | None = None, dtype: torch.dtype = torch.float32,
+                 notify: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = resolve_device(cfg.train.device, notify)
+        self.data = (data or load_dataset(cfg.data)).to(self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed)
+            model = build_model(cfg.model, self.data.input_shape, self.data.num_classes)
+        self.model = model.to(device=self.device, dtype=dtype)
+        self.dtype = dtype
+        self.rule = build_rule(cfg.rule)
+        self.optimizer, self.scheduler = build_optimizer(cfg.optim, self.model)
+        self.epoch = 0
+        self.best_test_acc = -1.0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        d = self.cfg.data
+        return num_batches(self.data.x_train.shape[0], d.batch_size, d.max_batches)
+
+    # ------------------------------------------------------------------ one epoch
+    def train_epoch(self, on_batch: Callable[[int, int, float | None], None] | None = None) -> dict:
+        """One pass over the training set. ``on_batch(done, total, running_acc)`` is called after
+        every batch; ``running_acc`` is filled (with one host sync) ~10 times per epoch."""
+        cfg = self.cfg
+        gen = epoch_generator(cfg.train.seed, self.epoch)
+        self.model.train()
+        total = self.batches_per_epoch
+        sync_every = max(1, total // 10)
+        correct = torch.zeros((), device=self.device)
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        res_free = torch.zeros((), device=self.device)
+        res_nudged = torch.zeros((), device=self.device)
+        seen = 0
+        for k, (x, y) in enumerate(batches(self.data.x_train, self.data.y_train, cfg.data.batch_size,
+                                           gen, cfg.data.max_batches), start=1):
+            x = x.to(self.dtype)
+            result = self.rule.compute_grads(self.model, x, y, gen)
+            self.optimizer.step()
+            correct += (result.logits.argmax(1) == y).sum()
+            loss_sum += loss_per_sample(self.model.loss, result.logits, y).sum().double()
+            res_free += result.residual_free
+            res_nudged += result.residual_nudged
+            seen += y.shape[0]
+            running = None
+            if k % sync_every == 0 or k == total:
+                loss_now = float(loss_sum)
+                if not math.isfinite(loss_now):
+                    raise DivergedError(f"non-finite training loss at epoch {self.epoch + 1}, batch {k}")
+                running = float(correct) / seen
+            if on_batch:
+                on_batch(k, total, running)
+        self.epoch += 1
+        step_scheduler(self.scheduler, self.epoch)
+        return {"train_acc": float(correct) / seen, "train_loss": float(loss_sum) / seen,
+                "residual_free": float(res_free) / total, "residual_nudged": float(res_nudged) / total}
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "test") -> dict:
+        """Accuracy and loss after T1 free steps on ``split`` (train or test)."""
+        x_all = self.data.x_test if split == "test" else self.data.x_train
+        y_all = self.data.y_test if split == "test" else self.data.y_train
+        self.model.eval()
+        correct = torch.zeros((), device=self.device)
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        for x, y in batches(x_all, y_all, self.cfg.data.test_batch_size):
+            _, state, _ = free_phase(self.model, x.to(self.dtype), self.cfg.rule.T1)
+            logits = self.model.logits(state)
+            correct += (logits.argmax(1) == y).sum()
+            loss_sum += loss_per_sample(self.model.loss, logits, y).sum().double()
+        n = y_all.shape[0]
+        return {f"{split}_acc": float(correct) / n, f"{split}_loss": float(loss_sum) / n}
+
+    def gdu_metrics(self) -> dict:
+        from eqsearch.gdu import gdu_check, summarize
+
+        x = self.data.x_train[:GDU_SAMPLES].to(self.dtype)
+        y = self.data.y_train[:GDU_SAMPLES]
+        r = self.cfg.rule
+        rows, _ = gdu_check(self.model, x, y, r.T1, r.T2, r.beta, symmetric=r.estimator == "symmetric")
+        return summarize(rows, "symmetric" if r.estimator == "symmetric" else "one_sided")
+
+    def run_epoch(self, on_batch=None) -> dict:
+        """Train one epoch, evaluate, and return the epoch's full metrics dict."""
+        t0 = time.perf_counter()
+        metrics = {"epoch": self.epoch + 1}
+        metrics.update(self.train_epoch(on_batch))
+        metrics.update(self.evaluate("test"))
+        if not math.isfinite(metrics["test_loss"]):
+            raise DivergedError(f"non-finite test loss after epoch {metrics['epoch']}")
+        self.best_test_acc = max(self.best_test_acc, metrics["test_acc"])
+        metrics["best_test_acc"] = self.best_test_acc
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        metrics.update(self.model.angles())
+        if self.cfg.train.check_thm and self.cfg.rule.alg == "ep":
+            metrics.update(self.gdu_metrics())
+        metrics["epoch_seconds"] = time.perf_counter() - t0
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "best_test_acc": self.best_test_acc,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "config": self.cfg.to_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = state["epoch"]
+        self.best_test_acc = state["best_test_acc"]
+
+    def save(self, path: str | Path) -> None:
+        tmp = Path(str(path) + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)
+
+    def load(self, path: str | Path) -> None:
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+
+
+# ---------------------------------------------------------------------- run folders
+def append_metrics(path: Path, metrics: dict) -> None:
+    """Append one row to ``metrics.csv``, widening the header if a new metric appears."""
+    rows = []
+    if path.exists():
+        with path.open() as f:
+            rows = list(csv.DictReader(f))
+    rows.append({k: v for k, v in metrics.items()})
+    header: list[str] = []
+    for r in rows:
+        header += [k for k in r if k not in header]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [{k: float(v) if v not in ("", None) else None for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def load_run_config(run_dir: str | Path, overrides: dict | None = None) -> RunConfig:
+    return load_config(Path(run_dir) / CONFIG_FILE, overrides)
+
+
+def prepare_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False,
+                restore_from: str | Path | None = None, data: Dataset | None = None,
+                notify: Callable[[str], None] | None = None) -> Trainer:
+    """A :class:`Trainer` ready to continue: run folder written, checkpoint loaded.
+
+    ``resume``: continue from ``run_dir/checkpoint_latest.pt`` (keeping ``metrics.csv``);
+    ``restore_from``: continue from that checkpoint file (Tune's). Otherwise a fresh run
+    (an old ``metrics.csv`` in ``run_dir`` is replaced).
+    """
+    trainer = Trainer(cfg, data=data, notify=notify)
+    if run_dir is not None:
+        run = Path(run_dir)
+        run.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(run / CONFIG_FILE)
+        if resume and (run / LATEST).exists():
+            restore_from = run / LATEST
+        elif not resume and restore_from is None and (run / METRICS_FILE).exists():
+            (run / METRICS_FILE).unlink()
+    if restore_from is not None:
+        trainer.load(restore_from)
+    return trainer
+
+
+def fit(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False,
+        restore_from: str | Path | None = None, data: Dataset | None = None,
+        on_batch: Callable[[int, int, float | None], None] | None = None,
+        notify: Callable[[str], None] | None = None,
+        trainer: Trainer | None = None) -> Iterator[dict]:
+    """Train until ``cfg.train.epochs`` epochs are done, yielding each epoch's metrics.
+
+    ``run_dir``: write config, metrics and checkpoints there (the latest before each yield).
+    ``resume`` / ``restore_from``: see :func:`prepare_run`; ``trainer``: one already prepared
+    by it. Raises :class:`DivergedError` on a non-finite loss, after the metrics of every
+    completed epoch were written.
+    """
+    if trainer is None:
+        trainer = prepare_run(cfg, run_dir, resume=resume, restore_from=restore_from, data=data, notify=notify)
+    run = Path(run_dir) if run_dir is not None else None
+    while trainer.epoch < cfg.train.epochs:
+        metrics = trainer.run_epoch(on_batch)
+        if run is not None:
+            append_metrics(run / METRICS_FILE, metrics)
+            trainer.save(run / LATEST)
+            if metrics["test_acc"] >= metrics["best_test_acc"]:
+                trainer.save(run / BEST)
+        yield metrics
