@@ -41,9 +41,10 @@ def relax(model: EnergyModel, drive: State, state: State, steps: int, beta=0.0,
     return state, residual(prev, state)
 
 
-def free_phase(model: EnergyModel, x: torch.Tensor, steps: int) -> tuple[State, State, torch.Tensor]:
+def free_phase(model: EnergyModel, x: torch.Tensor, steps: int,
+               generator: torch.Generator | None = None) -> tuple[State, State, torch.Tensor]:
     """Input drive, then ``steps`` free steps from zero: returns (drive, s*, residual)."""
-    drive = model.input_drive(x)
+    drive = model.input_drive(x, generator)
     state, res = relax(model, drive, model.init_state(drive), steps)
     return drive, state, res
 
@@ -107,7 +108,7 @@ class EPRule(LearningRule):
 
     @torch.no_grad()
     def compute_grads(self, model, x, y, generator):
-        drive, free, res_free = free_phase(model, x, self.cfg.T1)
+        drive, free, res_free = free_phase(model, x, self.cfg.T1, generator)
         pairs, res_nudged = self.nudged_states(model, drive, free, y, generator)
         (a, beta_a), (b, beta_b) = pairs
         pre = free if model.vector_field else None
@@ -120,9 +121,9 @@ class BPTTRule(LearningRule):
 
     def compute_grads(self, model, x, y, generator):
         T1, T2 = self.cfg.T1, self.cfg.T2
+        drive = model.input_drive(x, generator)  # with graph; reused by the no-graph steps
         with torch.no_grad():
-            _, state, res_free = free_phase(model, x, T1 - T2)
-        drive = model.input_drive(x)
+            state, _ = relax(model, drive, model.init_state(drive), T1 - T2)
         state, res_last = relax(model, drive, [s.detach() for s in state], T2)
         logits = model.logits(state)
         model.zero_grad(set_to_none=True)

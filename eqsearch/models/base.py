@@ -35,8 +35,9 @@ class EnergyModel(nn.Module):
     vector_field: bool = False
     loss: str = "mse"
 
-    def input_drive(self, x: torch.Tensor) -> State:
-        """Per-batch constants of the dynamics; first dimension B."""
+    def input_drive(self, x: torch.Tensor, generator: torch.Generator | None = None) -> State:
+        """Per-batch constants of the dynamics; first dimension B. Random per-batch draws
+        (dropout masks, in training mode only) come from ``generator``."""
         raise NotImplementedError
 
     def init_state(self, drive: State) -> State:

@@ -42,7 +42,7 @@ class MLP(EnergyModel):
         scale_init(self.W, scale)
 
     # ------------------------------------------------------------------ dynamics
-    def input_drive(self, x: torch.Tensor) -> State:
+    def input_drive(self, x: torch.Tensor, generator: torch.Generator | None = None) -> State:
         return [F.linear(x.flatten(1), self.W[0].weight, self.W[0].bias)]
 
     def init_state(self, drive: State) -> State:
