@@ -111,6 +111,9 @@ class TrainConfig:
     device: str = _f("cpu", doc="cpu, cuda, cuda:k or a bare GPU index")
     threads: int | None = _f(None, low=1, doc="torch CPU threads")
     check_thm: bool = _f(False, doc="GDU check (EP vs BPTT) once per epoch")
+    compile: bool = _f(False, doc="torch.compile the relaxation step (see benchmarks/ep_cnn.py)")
+    channels_last: bool = _f(False, doc="CNN: channels-last memory format for weights and states")
+    tf32: bool = _f(False, doc="CUDA: allow TF32 in matmuls and convolutions")
 
 
 @dataclass
@@ -307,7 +310,46 @@ def validate(cfg: RunConfig, source: str = "") -> None:
     if cfg.model.kind in ("mlp", "vf_mlp") and len(cfg.model.archi) < 2:
         raise ConfigError(f"{source}model.archi: got {cfg.model.archi}; allowed: at least 2 sizes "
                           "(input and output)")
+    _check_cnn(cfg.model, source)
     _check_device(cfg.train.device, source)
+
+
+POOL_LETTERS = "mai"
+
+
+def _check_cnn(m: ModelConfig, source: str) -> None:
+    """Cross-field checks of the convolutional fields (only for cnn / vf_cnn, except the
+    flags that exist only for CNNs)."""
+    if m.same_update and m.kind != "vf_cnn":
+        raise ConfigError(f"{source}model.same_update: got true with model.kind={m.kind!r}; "
+                          "allowed: true only for vf_cnn")
+    if m.dropouts is not None and m.kind not in ("cnn", "vf_cnn"):
+        raise ConfigError(f"{source}model.dropouts: got {m.dropouts} with model.kind={m.kind!r}; "
+                          "allowed: null, or keep probabilities for cnn / vf_cnn")
+    if m.kind not in ("cnn", "vf_cnn"):
+        return
+    n = len(m.channels)
+    for name in ("kernels", "strides", "paddings", "pools"):
+        value = getattr(m, name)
+        if len(value) != n:
+            raise ConfigError(f"{source}model.{name}: got {value!r} ({len(value)} entries); allowed: "
+                              f"exactly {n} entries, one per conv layer (model.channels = {m.channels})")
+    bad = sorted(set(m.pools) - set(POOL_LETTERS))
+    if bad:
+        raise ConfigError(f"{source}model.pools: got {m.pools!r}; allowed: one letter per conv layer, "
+                          "each m (max), a (average) or i (identity)")
+    if m.softmax and m.loss != "cel":
+        raise ConfigError(f"{source}model.softmax: got true with model.loss={m.loss!r}; allowed: "
+                          "the softmax read-out only with loss cel")
+    if m.dropouts is not None:
+        layers = n + len(m.fc) - (1 if m.softmax else 0)
+        if len(m.dropouts) != layers + 1:
+            raise ConfigError(f"{source}model.dropouts: got {m.dropouts} ({len(m.dropouts)} values); "
+                              f"allowed: {layers + 1} keep probabilities, for the input and each of the "
+                              f"{layers} neuron layers")
+        if m.dropouts[-1] != 1.0:
+            raise ConfigError(f"{source}model.dropouts: got last keep probability {m.dropouts[-1]}; "
+                              "allowed: 1.0 (the layer the loss reads is not dropped)")
 
 
 def _check_device(device: str, source: str) -> None:

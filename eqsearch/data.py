@@ -6,7 +6,10 @@ through torchvision from a data root in its layout (``<root>/MNIST/raw/*.gz``): 
 only the ``.gz`` files (such as a shared folder) is copied to a cache first, because
 torchvision extracts beside the archives.
 
-Pixels are scaled to [0, 1] (code base A's MNIST normalisation: mean 0, std 1).
+Pixels are scaled to [0, 1] (code base A's MNIST normalisation: mean 0, std 1). ``cifar10``
+is read from ``<root>/cifar-10-batches-py`` (torchvision's layout, never downloaded here) and
+normalised per channel as (x − mean) / (3·std) (code base A, reference §2.4.2). Training-time
+augmentation (:func:`augment`) works on whole batches of tensors.
 """
 
 from __future__ import annotations
@@ -112,10 +115,56 @@ def _torchvision(name: str, root: str | None) -> Dataset:
     return Dataset(name, xtr, ytr, xte, yte, 10)
 
 
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)  # code base A divides by 3 × these
+
+
+def _cifar10(root: str | None) -> Dataset:
+    """CIFAR-10 as (N, 3, 32, 32) float32 tensors, normalised with mean / (3·std)."""
+    from torchvision import datasets
+
+    base = resolve_root(root)
+    try:
+        train = datasets.CIFAR10(str(base), train=True, download=False)
+        test = datasets.CIFAR10(str(base), train=False, download=False)
+    except RuntimeError as exc:
+        raise DataError(f"data.root: cifar10 not found under {str(base)!r} ({exc}); put torchvision's "
+                        f"extracted archive in {base}/cifar-10-batches-py (data_batch_1..5, test_batch, "
+                        "batches.meta)") from None
+    mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+    std3 = 3.0 * torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+
+    def tensors(ds):
+        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255.0)
+        return x.sub_(mean).div_(std3).contiguous(), torch.tensor(ds.targets, dtype=torch.int64)
+
+    (xtr, ytr), (xte, yte) = tensors(train), tensors(test)
+    return Dataset("cifar10", xtr, ytr, xte, yte, 10)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Code base A's ``--data-aug`` on a batch (B, C, H, W): horizontal flip with p = ½, then a
+    random H×W crop of the image padded by ``padding`` pixels on each side with edge values.
+
+    Draws (per sample: flip, row and column offsets) come from ``generator`` on the CPU; the
+    work is three batched tensor ops on x's device (no per-sample Python or PIL)."""
+    b, _, h, w = x.shape
+    flip = torch.rand(b, generator=generator) < 0.5
+    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=generator)
+    x = torch.where(flip.to(x.device).view(b, 1, 1, 1), x.flip(3), x)
+    padded = torch.nn.functional.pad(x, (padding,) * 4, mode="replicate")
+    rows = (offsets[0].view(b, 1) + torch.arange(h)).to(x.device)  # (B, H)
+    cols = (offsets[1].view(b, 1) + torch.arange(w)).to(x.device)  # (B, W)
+    batch = torch.arange(b, device=x.device).view(b, 1, 1)
+    # advanced indexing on dims 0, 2, 3 -> (B, H, W, C)
+    return padded.permute(0, 2, 3, 1)[batch, rows.view(b, h, 1), cols.view(b, 1, w)].permute(0, 3, 1, 2)
+
+
 LOADERS: dict[str, Callable[[DataConfig], Dataset]] = {
     "digits": lambda cfg: _digits(),
     "mnist": lambda cfg: _torchvision("mnist", cfg.root),
     "fashion_mnist": lambda cfg: _torchvision("fashion_mnist", cfg.root),
+    "cifar10": lambda cfg: _cifar10(cfg.root),
 }
 
 

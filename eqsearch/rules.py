@@ -59,10 +59,12 @@ class BatchResult:
 
 
 def contrast(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, a: State, beta_a: float,
-             b: State, beta_b: float, pre: State | None = None) -> list[torch.Tensor]:
-    """EP estimate of +∂L/∂θ: −[G(b, β_b) − G(a, β_a)] / (β_b − β_a)."""
-    ga = model.dphi_dtheta(x, a, beta_a, y, pre=pre)
-    gb = model.dphi_dtheta(x, b, beta_b, y, pre=pre)
+             b: State, beta_b: float, pre: State | None = None,
+             drive: State | None = None) -> list[torch.Tensor]:
+    """EP estimate of +∂L/∂θ: −[G(b, β_b) − G(a, β_a)] / (β_b − β_a). ``drive`` (the batch's
+    input drive) carries per-batch draws such as dropout masks into G."""
+    ga = model.dphi_dtheta(x, a, beta_a, y, pre=pre, drive=drive)
+    gb = model.dphi_dtheta(x, b, beta_b, y, pre=pre, drive=drive)
     scale = -1.0 / (beta_b - beta_a)
     return [(q - p) * scale for p, q in zip(ga, gb)]
 
@@ -112,7 +114,7 @@ class EPRule(LearningRule):
         pairs, res_nudged = self.nudged_states(model, drive, free, y, generator)
         (a, beta_a), (b, beta_b) = pairs
         pre = free if model.vector_field else None
-        write_grads(model, contrast(model, x, y, a, beta_a, b, beta_b, pre=pre))
+        write_grads(model, contrast(model, x, y, a, beta_a, b, beta_b, pre=pre, drive=drive))
         return BatchResult(model.logits(free), res_free, res_nudged)
 
 

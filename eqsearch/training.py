@@ -23,8 +23,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from eqsearch.config import RunConfig, from_dict, load_config
-from eqsearch.data import Dataset, batches, load_dataset, num_batches
+from eqsearch.config import RunConfig, TrainConfig, from_dict, load_config
+from eqsearch.data import Dataset, augment, batches, load_dataset, num_batches
 from eqsearch.losses import loss_per_sample
 from eqsearch.models import build_model
 from eqsearch.optim import build_optimizer, step_scheduler
@@ -63,6 +63,18 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+def apply_speed_options(train: TrainConfig, model: torch.nn.Module) -> None:
+    """``train.tf32`` (CUDA matmuls / convolutions), ``train.channels_last`` (4-D weights,
+    hence CNN inputs and states), ``train.compile`` (the relaxation step)."""
+    if train.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if train.compile:
+        model.step = torch.compile(model.step)
+
+
 class Trainer:
     """Data, model, rule, optimizer and scheduler of one run, and its epoch counter."""
 
@@ -77,6 +89,7 @@ class Trainer:
             torch.manual_seed(cfg.train.seed)
             model = build_model(cfg.model, self.data.input_shape, self.data.num_classes)
         self.model = model.to(device=self.device, dtype=dtype)
+        apply_speed_options(cfg.train, self.model)
         self.dtype = dtype
         self.rule = build_rule(cfg.rule)
         self.optimizer, self.scheduler = build_optimizer(cfg.optim, self.model)
@@ -105,6 +118,8 @@ class Trainer:
         for k, (x, y) in enumerate(batches(self.data.x_train, self.data.y_train, cfg.data.batch_size,
                                            gen, cfg.data.max_batches), start=1):
             x = x.to(self.dtype)
+            if cfg.data.augment:
+                x = augment(x, gen)
             result = self.rule.compute_grads(self.model, x, y, gen)
             self.optimizer.step()
             correct += (result.logits.argmax(1) == y).sum()
