@@ -1,42 +1,57 @@
-"""Neuron activations σ of code base A (§2.2 of the reference), by their seed names."""
+"""Neuron activations σ of code base A (§2.2 of the reference), by their seed names.
+
+Each σ is written as σ(g) = f(a·g + c): an affine map (gain ``a``, shift ``c``) followed by
+an outer function ``f``. The relaxation folds a and c into per-batch constants and matmul
+scaling, so that a step applies only ``f`` (e.g. mysig = sigmoid(4g − 2): a = 4, c = −2).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-Activation = Callable[[torch.Tensor], torch.Tensor]
 
-
-def mysig(x: torch.Tensor) -> torch.Tensor:
-    """Logistic with slope 1 at 0.5: 1 / (1 + exp(-4 (x - 0.5)))."""
-    return torch.sigmoid(4.0 * x - 2.0)
-
-
-def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
-    """clamp(x, 0, 1) (the final code's meaning of the name)."""
+def _clamp01(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0.0, 1.0)
 
 
-def my_hard_sig(x: torch.Tensor) -> torch.Tensor:
-    """clamp(x / 2, 0, 1): slope 1/2 on [0, 2]; every CIFAR-10 result of code base A."""
-    return (0.5 * x).clamp(0.0, 1.0)
-
-
-def ctrd_hard_sig(x: torch.Tensor) -> torch.Tensor:
-    """clamp(x, -1/2, 1/2)."""
+def _clamp_half(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(-0.5, 0.5)
 
 
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+@dataclass(frozen=True)
+class Activation:
+    """σ(g) = outer(gain·g + shift)."""
+
+    name: str
+    outer: Callable[[torch.Tensor], torch.Tensor]
+    gain: float = 1.0
+    shift: float = 0.0
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:
+        return self.outer(self.gain * g + self.shift)
+
+
 ACTIVATIONS: dict[str, Activation] = {
-    "mysig": mysig,
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "hard_sigmoid": hard_sigmoid,
-    "my_hard_sig": my_hard_sig,
-    "ctrd_hard_sig": ctrd_hard_sig,
+    # logistic with slope 1 at 0.5: 1 / (1 + exp(−4(g − 0.5)))
+    "mysig": Activation("mysig", torch.sigmoid, 4.0, -2.0),
+    "sigmoid": Activation("sigmoid", torch.sigmoid),
+    "tanh": Activation("tanh", torch.tanh),
+    # clamp(g, 0, 1) (the final code's meaning of the name)
+    "hard_sigmoid": Activation("hard_sigmoid", _clamp01),
+    # clamp(g/2, 0, 1): slope 1/2 on [0, 2]; every CIFAR-10 result of code base A
+    "my_hard_sig": Activation("my_hard_sig", _clamp01, 0.5),
+    # clamp(g, −1/2, 1/2)
+    "ctrd_hard_sig": Activation("ctrd_hard_sig", _clamp_half),
 }
+
+IDENTITY = Activation("identity", _identity)
 
 
 def get_activation(name: str) -> Activation:

@@ -12,6 +12,10 @@ For a batch (x, y), with T1 free steps and T2 nudged steps:
   "estimate of +∂L/∂θ" convention for θ and "−∂L/∂s" for neurons; the theorem says they
   match as β → 0 for a converged free phase.
 
+Because the dynamics apply σ after ∂Φ/∂s (code base A's setting), the neuron updates equal
+−∂L/∂s only up to the positive factor σ'(·): their sign error is 0, their relative error is
+not; the synapse updates match BPTT exactly as β → 0.
+
 Metrics per parameter / neuron layer over the time axis (code base A's ``RMSE``): relative
 error r = rms_t(EP − BPTT) / (1e−10 + max(rms_t EP, rms_t BPTT)) averaged over elements; sign
 error = fraction of (t, element) entries with EP·BPTT < 0; and the angle (degrees) between
@@ -74,9 +78,7 @@ def ep_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2:
     th, ne = [], []
     for _ in range(T2):
         new = model.step(state, drive, beta, y)
-        ga = model.dphi_dtheta(x, state, beta, y, pre=pre)
-        gb = model.dphi_dtheta(x, new, beta, y, pre=pre)
-        th.append([-(b - a) / beta for a, b in zip(ga, gb)])
+        th.append(model.contrast(x, y, state, beta, new, beta, -1.0 / beta, pre=pre))
         ne.append([(n - s) / beta for s, n in zip(state, new)])
         state = new
     out = {name: torch.stack([step[j] for step in th]) for j, name in enumerate(names)}

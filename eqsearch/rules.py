@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from eqsearch.config import RuleConfig
-from eqsearch.losses import loss_per_sample
+from eqsearch.losses import as_target, loss_per_sample
 from eqsearch.models import EnergyModel, State, residual, tile_batch
 
 
@@ -99,7 +99,7 @@ class EPRule(LearningRule):
             signs = torch.ones(2 * n, 1, dtype=free[0].dtype, device=free[0].device)
             signs[n:] = -1.0
             both, res = relax(model, tile_batch(drive, 2), tile_batch(free, 2), T2,
-                              beta * signs, y.repeat(2))
+                              beta * signs, tile_batch([y], 2)[0])
             plus = [t[:n] for t in both]
             minus = [t[n:] for t in both]
             return [(plus, beta), (minus, -beta)], res
@@ -111,11 +111,13 @@ class EPRule(LearningRule):
     @torch.no_grad()
     def compute_grads(self, model, x, y, generator):
         drive, free, res_free = free_phase(model, x, self.cfg.T1, generator)
+        logits = model.logits(free)
+        y = as_target(y, logits.shape[1], logits.dtype)  # built once, not at every nudged step
         pairs, res_nudged = self.nudged_states(model, drive, free, y, generator)
         (a, beta_a), (b, beta_b) = pairs
         pre = free if model.vector_field else None
         write_grads(model, contrast(model, x, y, a, beta_a, b, beta_b, pre=pre, drive=drive))
-        return BatchResult(model.logits(free), res_free, res_nudged)
+        return BatchResult(logits, res_free, res_nudged)
 
 
 class BPTTRule(LearningRule):

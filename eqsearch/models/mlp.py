@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eqsearch.activations import get_activation
+from eqsearch.activations import IDENTITY, Activation, get_activation
 from eqsearch.losses import loss_grad, loss_per_sample
 from eqsearch.models.base import Beta, EnergyModel, State, scale_init
 
@@ -35,40 +35,49 @@ class MLP(EnergyModel):
                  scale: float | None = None):
         super().__init__()
         self.archi = list(archi)
-        self.act_name = act
         self.act = get_activation(act)
         self.loss = loss
         self.W = nn.ModuleList(nn.Linear(a, b) for a, b in zip(archi[:-1], archi[1:]))
         scale_init(self.W, scale)
 
     # ------------------------------------------------------------------ dynamics
+    def layer_activation(self, i: int) -> Activation:
+        """σ of state i (0-based); the identity for a cel output layer."""
+        if i == len(self.archi) - 2 and self.loss == "cel":
+            return IDENTITY
+        return self.act
+
     def input_drive(self, x: torch.Tensor, generator: torch.Generator | None = None) -> State:
-        return [F.linear(x.flatten(1), self.W[0].weight, self.W[0].bias)]
+        """Per layer i, a·(constant part of the drive) + c with σ_i = f(a·g + c), shape (B, n_i):
+        W_1 x + b_1 for the first layer, b_i for the others."""
+        x = x.flatten(1)
+        drive = []
+        for i, w in enumerate(self.W):
+            act = self.layer_activation(i)
+            const = torch.addmm(w.bias, x, w.weight.t()) if i == 0 else w.bias.expand(x.shape[0], -1)
+            drive.append(const * act.gain + act.shift)
+        return drive
 
     def init_state(self, drive: State) -> State:
         b = drive[0].shape[0]
         return [drive[0].new_zeros(b, n) for n in self.archi[1:]]
 
-    def _feedback(self, i: int, upper: torch.Tensor) -> torch.Tensor:
-        """Contribution of s_{i+2} (0-based state i+1) to the drive of state i."""
-        return upper @ self.W[i + 1].weight
+    def feedback_weight(self, i: int) -> torch.Tensor:
+        """M with (feedback of s_{i+1} into s_i) = s_{i+1} @ M, shape (n_{i+2}, n_{i+1})."""
+        return self.W[i + 1].weight
 
     def step(self, state: State, drive: State, beta: Beta = 0.0,
              y: torch.Tensor | None = None) -> State:
         last = len(state) - 1
         new = []
         for i in range(len(state)):
-            if i == 0:
-                g = drive[0]
-            else:
-                g = torch.addmm(self.W[i].bias, state[i - 1], self.W[i].weight.t())
+            act = self.layer_activation(i)
+            g = drive[i] if i == 0 else torch.addmm(drive[i], state[i - 1], self.W[i].weight.t(), alpha=act.gain)
             if i < last:
-                g = g + self._feedback(i, state[i + 1])
-                new.append(self.act(g))
-                continue
-            if not (isinstance(beta, float) and beta == 0.0):
-                g = g - beta * loss_grad(self.loss, state[i], y)
-            new.append(self.act(g) if self.loss == "mse" else g)
+                g = torch.addmm(g, state[i + 1], self.feedback_weight(i), alpha=act.gain)
+            elif not (isinstance(beta, float) and beta == 0.0):
+                g = g - (act.gain * beta) * loss_grad(self.loss, state[i], y)
+            new.append(act.outer(g))
         return new
 
     # ------------------------------------------------------------------ Φ and ∂Φ/∂θ
@@ -98,6 +107,23 @@ class MLP(EnergyModel):
             grads += [state[i].t() @ pre[i + 1] / n for i in range(len(state) - 1)]
         return grads
 
+    def contrast(self, x, y, a, beta_a, b, beta_b, scale, pre=None):
+        """Fused form: per weight one matmul [c·post_b; −c·post_a]ᵀ @ [pre_b; pre_a] (c = scale/B),
+        so the (n_l × n_{l−1}) matrices are formed once (the loss term has no θ here)."""
+        x = x.flatten(1)
+        c = scale / x.shape[0]
+        pre_a = a if pre is None else pre
+        pre_b = b if pre is None else pre
+        grads = []
+        for i in range(len(a)):
+            below_a = x if i == 0 else pre_a[i - 1]
+            below_b = x if i == 0 else pre_b[i - 1]
+            grads += [_outer_difference(b[i], a[i], below_b, below_a, c),
+                      (b[i].sum(0) - a[i].sum(0)) * c]
+        if self.vector_field:
+            grads += [_outer_difference(b[i], a[i], pre_b[i + 1], pre_a[i + 1], c) for i in range(len(a) - 1)]
+        return grads
+
     def synapse_groups(self):
         return [list(w.parameters()) for w in self.W]
 
@@ -113,8 +139,8 @@ class VFMLP(MLP):
         self.B = nn.ModuleList(nn.Linear(b, a, bias=False) for a, b in zip(archi[1:-1], archi[2:]))
         scale_init(self, scale)
 
-    def _feedback(self, i: int, upper: torch.Tensor) -> torch.Tensor:
-        return F.linear(upper, self.B[i].weight)
+    def feedback_weight(self, i: int) -> torch.Tensor:
+        return self.B[i].weight.t()
 
     def synapse_groups(self):
         groups = super().synapse_groups()
@@ -127,7 +153,15 @@ class VFMLP(MLP):
                 for k, b in enumerate(self.B)}
 
 
+def _outer_difference(post_b, post_a, pre_b, pre_a, c: float) -> torch.Tensor:
+    """c · (post_bᵀ pre_b − post_aᵀ pre_a) as one matmul (pre_a is pre_b: one smaller matmul)."""
+    if pre_a is pre_b:
+        return ((post_b - post_a) * c).t() @ pre_b
+    return torch.cat([post_b * c, post_a * -c]).t() @ torch.cat([pre_b, pre_a])
+
+
 def weight_angle(a: torch.Tensor, b: torch.Tensor) -> float:
     """arccos(⟨a, b⟩_F / (‖a‖_F ‖b‖_F)) in degrees."""
+    a, b = a.detach(), b.detach()
     cos = (a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-30)
     return float(torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0))))

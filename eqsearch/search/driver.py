@@ -1,0 +1,322 @@
+"""The search driver: builds and runs the Tuner from a :class:`SearchSpec`, resumes it, and owns
+every Ray / Optuna call of the project (MLflow calls are in :mod:`eqsearch.search.tracking`).
+
+Pieces: Optuna proposes configurations (define-by-run space, seeded TPE sampler, study stored in
+``optuna.db``); ASHA stops poor trials on ``epoch`` (max_t = ``train.epochs``); trials that ASHA
+stopped are told to Optuna as PRUNED, not COMPLETE with their truncated score
+(:class:`PruneAwareOptunaSearch`); :class:`SearchRecorder` keeps ``trials.csv``, MLflow and the
+console up to date from the driver. Ray runs locally by default (``address="local"``), with the
+dashboard on 127.0.0.1; ``address`` joins a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+for _k, _v in {"RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "1",
+               "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+               "TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S": "600",
+               "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0", "RAY_USAGE_STATS_ENABLED": "0"}.items():
+    os.environ.setdefault(_k, _v)
+
+import optuna  # noqa: E402
+import ray  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
+from ray.tune.search.optuna import OptunaSearch  # noqa: E402
+
+from eqsearch.search import results as R  # noqa: E402
+from eqsearch.search.console import SearchConsole  # noqa: E402
+from eqsearch.search.space import SearchSpec, SpecError, load_spec  # noqa: E402
+from eqsearch.search.tracking import Tracker, store_uri  # noqa: E402
+from trainables import get_trainable  # noqa: E402
+from trainables.common import BASE_KEY  # noqa: E402
+
+EPOCH_KEYS = set(R.METRIC_COLUMNS)
+
+
+def quiet() -> None:
+    """Silence library warnings and chatter that tell the user nothing."""
+    for cat in (DeprecationWarning, FutureWarning, PendingDeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=cat, module=r"(ray|mlflow|optuna|sqlalchemy|alembic|pydantic)")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("ray", "ray.tune", "ray.train", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# ---------------------------------------------------------------------- Optuna
+class PruneAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells a trial stopped before ``max_epochs`` as PRUNED and an errored
+    trial as FAIL (Ray's tells both as COMPLETE with the last reported value)."""
+
+    def __init__(self, *args, max_epochs: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._max_epochs = max_epochs
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self._completed_trials and trial_id in self._ot_trials:
+            self._ot_trials[trial_id].report(result[self.metric], int(result["epoch"]))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        value = result.get(self.metric) if result else None
+        if error:
+            state, value = TrialState.FAIL, None
+        elif value is None or int(result.get("epoch", 0)) < self._max_epochs:
+            state, value = TrialState.PRUNED, None
+        else:
+            state = TrialState.COMPLETE
+        try:
+            self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
+        except (ValueError, RuntimeError) as exc:  # e.g. a non-finite value
+            self._ot_study.tell(self._ot_trials[trial_id], None, state=TrialState.FAIL)
+            logging.getLogger(__name__).warning("optuna: trial %s told as FAIL (%s)", trial_id, exc)
+        self._completed_trials.add(trial_id)
+
+
+def load_study(results: Path, name: str) -> optuna.Study:
+    """The Optuna study of a search (trial states, parameters, values)."""
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{(Path(results) / R.OPTUNA_DB).resolve()}")
+
+
+# ---------------------------------------------------------------------- recording
+class SearchRecorder(tune.Callback):
+    """Keeps trials.csv, MLflow and the console in step with the trials (in the driver).
+
+    Pickled into Tune's experiment state; runtime state is rebuilt in :meth:`setup`, so a
+    resumed search continues the same files and MLflow runs.
+    """
+
+    def __init__(self, spec: SearchSpec, results: Path, mlflow_uri: str, parent_run_id: str, show: bool):
+        self.spec, self.results, self.uri, self.parent, self.show = spec, Path(results), mlflow_uri, parent_run_id, show
+        self.resumed = False
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self.rows: dict[str, dict] = {}
+        self.history: dict[str, list[dict]] = {}
+        self.tracker: Tracker | None = None
+        self.console: SearchConsole | None = None
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k in ("spec", "results", "uri", "parent", "show")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.resumed = True
+        self._init_runtime()
+
+    def setup(self, **info) -> None:
+        self.rows = {r["trial_id"]: r for r in R.read_trials(self.results)}
+        self.tracker = Tracker(self.uri, self.spec.tracking["experiment"], self.parent)
+        if self.resumed:
+            self.tracker.reopen()
+        s = self.spec.search
+        self.console = SearchConsole(self.spec.name, s["metric"], s["mode"], s["num_samples"], self.spec.max_epochs,
+                                     s["max_concurrent"], enabled=self.show)
+        self.console.start()
+
+    # ------------------------------------------------------------------ Tune hooks
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._row(trial)
+        self._save()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        metrics = {k: v for k, v in result.items() if k in EPOCH_KEYS or k.startswith(("angle_", "gdu_"))}
+        row = self._row(trial)
+        row.update({k: v for k, v in metrics.items() if k in EPOCH_KEYS})
+        row["epochs_run"] = int(metrics["epoch"])
+        row["time_total_s"] = round(float(row.get("time_total_s") or 0) + float(metrics["epoch_seconds"]), 3)
+        self.history.setdefault(trial.trial_id, []).append(metrics)
+        self.tracker.log_epoch(row["mlflow_run_id"], metrics)
+        self._save()
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._finish(trial, None)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._finish(trial, trial.get_error() or "error (no error file)")
+
+    def on_experiment_end(self, trials, **info) -> None:
+        rows = list(self.rows.values())
+        s = self.spec.search
+        best = R.best_row(rows, s["metric"], s["mode"])
+        best_yaml = None
+        if best is not None:
+            trial = next((t for t in trials if t.trial_id == best["trial_id"]), None)
+            if trial is not None:
+                best_yaml = self.results / R.BEST_FILE
+                self.spec.run_config(trial.config).to_yaml(best_yaml)
+        self.tracker.end_search(best, best_yaml, self.results / R.TRIALS_FILE)
+        self.console.stop(rows)
+
+    # ------------------------------------------------------------------ helpers
+    def _row(self, trial) -> dict:
+        row = self.rows.get(trial.trial_id)
+        if row is None:
+            cfg = self.spec.run_config(trial.config)
+            row = {"trial_id": trial.trial_id, "trial_name": trial.trial_name, "status": "RUNNING",
+                   "stop_reason": R.RUNNING, "reason": "", "epochs_run": 0, "max_epochs": self.spec.max_epochs,
+                   "time_total_s": 0.0, "trial_dir": trial.path,
+                   **{f"config.{k}": v for k, v in cfg.flat().items()}}
+            self.rows[trial.trial_id] = row
+        if not row.get("mlflow_run_id") or row["stop_reason"] == R.RUNNING:
+            row["mlflow_run_id"] = self.tracker.trial_run(trial.trial_id, trial.trial_name,
+                                                          self.spec.run_config(trial.config))
+        return row
+
+    def _finish(self, trial, error_text: str | None) -> None:
+        row = self._row(trial)
+        reason, detail = R.stop_reason(int(row["epochs_run"] or 0), self.spec.max_epochs, error_text, True)
+        row.update(status="ERROR" if error_text else "TERMINATED", stop_reason=reason, reason=detail)
+        self.tracker.end_trial(row["mlflow_run_id"], reason, detail, self.spec.run_config(trial.config),
+                               self.history.get(trial.trial_id, []))
+        self._save(finished=row)
+
+    def _save(self, finished: dict | None = None) -> None:
+        rows = list(self.rows.values())
+        R.write_trials(self.results, rows)
+        self.console.update(rows, finished)
+
+
+# ---------------------------------------------------------------------- Ray
+@dataclass
+class RaySession:
+    started_here: bool
+    dashboard_url: str | None
+
+
+def start_ray(address: str | None, dashboard: bool, num_cpus: int | None = None) -> RaySession:
+    """Join ``address`` or start a private local Ray (reusing one already initialized here)."""
+    if ray.is_initialized():
+        return RaySession(False, None)
+    common = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
+    if address:
+        ctx = ray.init(address=address, **common)
+    else:
+        ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
+                       dashboard_host="127.0.0.1", **common)
+    url = ctx.dashboard_url
+    return RaySession(True, f"http://{url}" if url and not url.startswith("http") else url)
+
+
+def check_resources(spec: SearchSpec) -> None:
+    """Fail clearly when no node can run one trial (Ray would leave it PENDING forever)."""
+    have = ray.cluster_resources()
+    cpu, gpu = spec.resources["cpu"], spec.resources["gpu"]
+    if gpu > have.get("GPU", 0):
+        raise SpecError(f"{spec.source}: resources.gpu: got {gpu:g}; allowed: <= {have.get('GPU', 0):g} "
+                        f"(GPUs of this Ray cluster: {have.get('GPU', 0):g}; use --gpus-per-trial 0 on a CPU machine)")
+    if cpu > have.get("CPU", 0):
+        raise SpecError(f"{spec.source}: resources.cpu: got {cpu:g}; allowed: <= {have.get('CPU', 0):g} "
+                        "(CPUs of this Ray cluster)")
+
+
+def _trainable(spec: SearchSpec):
+    return tune.with_resources(get_trainable(spec.trainable),
+                               {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]})
+
+
+def _tuner(spec: SearchSpec, results: Path, recorder: SearchRecorder) -> tune.Tuner:
+    s = spec.search
+    searcher = PruneAwareOptunaSearch(
+        space=spec.define_by_run(), metric=s["metric"], mode=s["mode"], seed=s["seed"], study_name=spec.name,
+        storage=optuna.storages.RDBStorage(f"sqlite:///{(results / R.OPTUNA_DB).resolve()}"),
+        max_epochs=spec.max_epochs)
+    if spec.asha:
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=spec.max_epochs, grace_period=spec.asha["grace_period"],
+                                  reduction_factor=spec.asha["reduction_factor"])
+    else:
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        _trainable(spec),
+        param_space={BASE_KEY: spec.base},
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s["num_samples"],
+                                    max_concurrent_trials=s["max_concurrent"], metric=s["metric"], mode=s["mode"],
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(name=spec.name, storage_path=str((results / R.TUNE_DIR).resolve()), verbose=0,
+                                  callbacks=[recorder],
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  failure_config=tune.FailureConfig(max_failures=0)))
+
+
+# ---------------------------------------------------------------------- entry points
+@dataclass
+class SearchOutcome:
+    results: Path
+    rows: list[dict]
+    best: dict | None
+    mlflow_uri: str
+    tune_path: Path
+
+
+def run_search(spec: SearchSpec, results: Path, *, address: str | None = None, dashboard: bool = True,
+               show: bool = True, num_cpus: int | None = None, notify=print) -> SearchOutcome:
+    """Run a new search into the folder ``results`` (see :mod:`eqsearch.search.results`)."""
+    quiet()
+    results = Path(results).resolve()
+    if (results / R.STATE_FILE).exists():
+        raise SpecError(f"{results}: already holds a search; allowed: a new --results folder, "
+                        f"or `eqsearch resume {results}`")
+    ray_session = start_ray(address, dashboard, num_cpus)
+    try:
+        check_resources(spec)
+        results.mkdir(parents=True, exist_ok=True)
+        spec.to_yaml(results / R.SPACE_FILE)
+        uri = store_uri(results, spec.tracking["mlflow_uri"])
+        tracker = Tracker(uri, spec.tracking["experiment"])
+        parent = tracker.start_search(spec.name, {**spec.search, **spec.resources, "trainable": spec.trainable},
+                                      results / R.SPACE_FILE)
+        tune_path = results / R.TUNE_DIR / spec.name
+        R.write_state(results, {"name": spec.name, "mlflow_uri": uri, "experiment": spec.tracking["experiment"],
+                                "parent_run_id": parent, "tune_path": str(tune_path)})
+        _announce(ray_session, uri, results, notify)
+        recorder = SearchRecorder(spec, results, uri, parent, show)
+        _tuner(spec, results, recorder).fit()
+    finally:
+        if ray_session.started_here:
+            ray.shutdown()
+    return _outcome(spec, results, uri, tune_path)
+
+
+def resume_search(results: Path, *, address: str | None = None, dashboard: bool = True, show: bool = True,
+                  num_cpus: int | None = None, notify=print) -> SearchOutcome:
+    """Continue an interrupted search: finished trials are kept, unfinished ones continue from
+    their checkpoints, and the searcher (Optuna study) continues where it was."""
+    quiet()
+    results = Path(results).resolve()
+    state = R.read_state(results)
+    spec = load_spec(results / R.SPACE_FILE)
+    tune_path = Path(state["tune_path"])
+    if not tune.Tuner.can_restore(str(tune_path)):
+        raise SpecError(f"{results}: the Tune experiment {tune_path} has no saved state yet; "
+                        "allowed: a search that ran at least until its first trial started")
+    ray_session = start_ray(address, dashboard, num_cpus)
+    try:
+        check_resources(spec)
+        _announce(ray_session, state["mlflow_uri"], results, notify)
+        tuner = tune.Tuner.restore(str(tune_path), trainable=_trainable(spec), resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False, param_space={BASE_KEY: spec.base})
+        tuner.fit()
+    finally:
+        if ray_session.started_here:
+            ray.shutdown()
+    return _outcome(spec, results, state["mlflow_uri"], tune_path)
+
+
+def _announce(ray_session: RaySession, uri: str, results: Path, notify) -> None:
+    if ray_session.dashboard_url:
+        notify(f"Ray dashboard: {ray_session.dashboard_url}")
+    notify(f"MLflow: {uri}  (UI: eqsearch mlflow-ui {results})")
+
+
+def _outcome(spec: SearchSpec, results: Path, uri: str, tune_path: Path) -> SearchOutcome:
+    rows = R.read_trials(results)
+    return SearchOutcome(results, rows, R.best_row(rows, spec.search["metric"], spec.search["mode"]), uri, tune_path)

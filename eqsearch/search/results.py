@@ -1,0 +1,99 @@
+"""The results folder of a search: a stable layout that ``eqsearch status``, ``resume`` and the
+analysis package read.
+
+    RESULTS/
+      search.yaml     the search space as run (CLI overrides applied); ``resume`` reads it
+      search.json     run facts: Tune experiment path, MLflow URI/experiment/parent run, started
+      trials.csv      one row per trial, rewritten live (see TRIAL_COLUMNS), durable across kills
+      best.yaml       run config of the best trial (``eqsearch train --config best.yaml`` reruns it)
+      mlflow.db       MLflow store (SQLite, written only by the driver) unless --mlflow-uri
+      optuna.db       the Optuna study (trial states: COMPLETE / PRUNED / FAIL)
+      tune/<name>/    Tune experiment: trial folders (config.yaml, metrics.csv, checkpoints,
+                      error.txt), experiment state and searcher state (used by resume)
+
+``trials.csv`` columns: ``trial_id, trial_name, status, stop_reason, reason, epochs_run,
+max_epochs``, the last reported metrics, ``time_total_s`` (training cost in seconds),
+``mlflow_run_id``, ``trial_dir``, then ``config.<field>`` for every field of the trial's run
+config. ``stop_reason`` is one of STOP_REASONS.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+
+SPACE_FILE = "search.yaml"
+STATE_FILE = "search.json"
+TRIALS_FILE = "trials.csv"
+BEST_FILE = "best.yaml"
+MLFLOW_DB = "mlflow.db"
+OPTUNA_DB = "optuna.db"
+TUNE_DIR = "tune"
+
+RUNNING, COMPLETED, ASHA_STOPPED, DIVERGED, ERRORED = "running", "completed", "asha_stopped", "diverged", "errored"
+STOP_REASONS = (RUNNING, COMPLETED, ASHA_STOPPED, DIVERGED, ERRORED)
+METRIC_COLUMNS = ("epoch", "train_acc", "train_loss", "test_acc", "test_loss", "best_test_acc", "epoch_seconds",
+                  "residual_free", "residual_nudged", "lr")
+TRIAL_COLUMNS = ("trial_id", "trial_name", "status", "stop_reason", "reason", "epochs_run", "max_epochs",
+                 *METRIC_COLUMNS, "time_total_s", "mlflow_run_id", "trial_dir")
+_DIVERGED = re.compile(r"DivergedError: (.+)")
+
+
+def stop_reason(epochs_run: int, max_epochs: int, error_text: str | None, finished: bool) -> tuple[str, str]:
+    """(stop_reason, human reason) of a trial from what it ran and how it ended."""
+    if error_text:
+        m = _DIVERGED.search(error_text)
+        if m:
+            return DIVERGED, m.group(1).strip()
+        last = [ln for ln in error_text.strip().splitlines() if ln.strip()]
+        return ERRORED, (last[-1].strip() if last else "error")
+    if not finished:
+        return RUNNING, ""
+    if epochs_run >= max_epochs:
+        return COMPLETED, f"ran all {max_epochs} epochs"
+    return ASHA_STOPPED, f"stopped by ASHA after {epochs_run} of {max_epochs} epochs"
+
+
+def read_trials(results: str | Path) -> list[dict]:
+    path = Path(results) / TRIALS_FILE
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_trials(results: str | Path, rows: list[dict]) -> None:
+    """Write ``trials.csv`` atomically (a reader never sees half a file)."""
+    header = list(TRIAL_COLUMNS)
+    for r in rows:
+        header += [k for k in r if k not in header]
+    path = Path(results) / TRIALS_FILE
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def read_state(results: str | Path) -> dict:
+    path = Path(results) / STATE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{results}: no {STATE_FILE}; allowed: a results folder written by eqsearch search")
+    return json.loads(path.read_text())
+
+
+def write_state(results: str | Path, state: dict) -> None:
+    Path(results, STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def best_row(rows: list[dict], metric: str, mode: str) -> dict | None:
+    """The trial with the best last-reported ``metric`` (diverged and errored trials excluded)."""
+    scored = [r for r in rows if r.get(metric) not in (None, "") and r["stop_reason"] not in (DIVERGED, ERRORED)]
+    if not scored:
+        return None
+    key = lambda r: float(r[metric])  # noqa: E731
+    return max(scored, key=key) if mode == "max" else min(scored, key=key)
