@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import click
+import yaml
 
 from eqsearch.cli import main
 from eqsearch.config import ConfigError, parse_assignment
@@ -68,7 +69,7 @@ def report(outcome, spec: SearchSpec) -> None:
         click.echo("no trial reported a usable result")
     else:
         click.echo(f"best trial {best['trial_name']}: {metric} {float(best[metric]):.4f} after {best['epochs_run']} epochs")
-        params = {p.key: best.get(f"config.{p.field}") for p in spec.params}
+        params = {p.key: searched_value(best, p) for p in spec.params}
         click.echo("searched values of the best trial:\n" + "".join(f"  {k}: {v}\n" for k, v in params.items()))
         best_yaml = outcome.results / R.BEST_FILE
         if best_yaml.exists():
@@ -76,6 +77,14 @@ def report(outcome, spec: SearchSpec) -> None:
     click.echo(f"trials table:    {outcome.results / R.TRIALS_FILE}")
     click.echo(f"Tune results:    {outcome.tune_path}")
     click.echo(f"MLflow store:    {outcome.mlflow_uri}  (UI: eqsearch mlflow-ui {outcome.results})")
+
+
+def searched_value(row: dict, param) -> str:
+    """The value of a searched key in a trials.csv row (one element for ``field[i]``)."""
+    value = row.get(f"config.{param.field}")
+    if param.index is not None and value:
+        value = yaml.safe_load(value)[param.index]
+    return value
 
 
 @main.command()

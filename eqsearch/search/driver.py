@@ -162,13 +162,13 @@ class SearchRecorder(tune.Callback):
         row = self.rows.get(trial.trial_id)
         if row is None:
             cfg = self.spec.run_config(trial.config)
-            row = {"trial_id": trial.trial_id, "trial_name": trial.trial_name, "status": "RUNNING",
+            row = {"trial_id": trial.trial_id, "trial_name": str(trial), "status": "RUNNING",
                    "stop_reason": R.RUNNING, "reason": "", "epochs_run": 0, "max_epochs": self.spec.max_epochs,
                    "time_total_s": 0.0, "trial_dir": trial.path,
                    **{f"config.{k}": v for k, v in cfg.flat().items()}}
             self.rows[trial.trial_id] = row
         if not row.get("mlflow_run_id") or row["stop_reason"] == R.RUNNING:
-            row["mlflow_run_id"] = self.tracker.trial_run(trial.trial_id, trial.trial_name,
+            row["mlflow_run_id"] = self.tracker.trial_run(trial.trial_id, str(trial),
                                                           self.spec.run_config(trial.config))
         return row
 
@@ -219,6 +219,11 @@ def check_resources(spec: SearchSpec) -> None:
                         "(CPUs of this Ray cluster)")
 
 
+def trial_dirname(trial) -> str:
+    """Short trial folder names (Tune's default spells out the whole config)."""
+    return str(trial)
+
+
 def _trainable(spec: SearchSpec):
     return tune.with_resources(get_trainable(spec.trainable),
                                {"cpu": spec.resources["cpu"], "gpu": spec.resources["gpu"]})
@@ -240,7 +245,7 @@ def _tuner(spec: SearchSpec, results: Path, recorder: SearchRecorder) -> tune.Tu
         param_space={BASE_KEY: spec.base},
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s["num_samples"],
                                     max_concurrent_trials=s["max_concurrent"], metric=s["metric"], mode=s["mode"],
-                                    reuse_actors=True),
+                                    reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=spec.name, storage_path=str((results / R.TUNE_DIR).resolve()), verbose=0,
                                   callbacks=[recorder],
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
