@@ -297,6 +297,9 @@ def validate(cfg: RunConfig, source: str = "") -> None:
     """Checks that involve more than one field."""
     from eqsearch.models import synapse_count  # local: models depend on config
 
+    if cfg.model.kind in ("mlp", "vf_mlp") and len(cfg.model.archi) < 2:
+        raise ConfigError(f"{source}model.archi: got {cfg.model.archi}; allowed: at least 2 sizes "
+                          "(input and output)")
     n = synapse_count(cfg.model)
     if len(cfg.optim.lrs) != n:
         raise ConfigError(f"{source}optim.lrs: got {cfg.optim.lrs} ({len(cfg.optim.lrs)} values); "
@@ -307,9 +310,6 @@ def validate(cfg: RunConfig, source: str = "") -> None:
     if cfg.rule.T2 > cfg.rule.T1 and cfg.rule.alg == "bptt":
         raise ConfigError(f"{source}rule.T2: got {cfg.rule.T2}; allowed: <= rule.T1 ({cfg.rule.T1}) "
                           "for BPTT, which back-propagates through the last T2 of the T1 steps")
-    if cfg.model.kind in ("mlp", "vf_mlp") and len(cfg.model.archi) < 2:
-        raise ConfigError(f"{source}model.archi: got {cfg.model.archi}; allowed: at least 2 sizes "
-                          "(input and output)")
     _check_cnn(cfg.model, source)
     _check_device(cfg.train.device, source)
 
