@@ -112,7 +112,8 @@ class TrainConfig:
     threads: int | None = _f(None, low=1, doc="torch CPU threads")
     check_thm: bool = _f(False, doc="GDU check (EP vs BPTT) once per epoch")
     compile: bool = _f(False, doc="torch.compile the relaxation step (see benchmarks/ep_cnn.py)")
-    channels_last: bool = _f(False, doc="CNN: channels-last memory format for weights and states")
+    channels_last: bool = _f(True, doc="CNN: channels-last weights and states (CPU: ~2× faster, "
+                                       "benchmarks/ep_cnn.py)")
     tf32: bool = _f(False, doc="CUDA: allow TF32 in matmuls and convolutions")
 
 

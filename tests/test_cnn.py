@@ -281,3 +281,20 @@ def test_spatial_size_and_class_count_errors():
         build_model(cfg.model, (3, 8, 8), 10)
     with pytest.raises(ConfigError, match="model.fc"):
         build_model(cfg.model, (3, 32, 32), 5)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "vf_cnn"])
+def test_channels_last_gives_the_same_dynamics_and_update(kind):
+    model = make(kind, "max_avg_stride2_readout")
+    x, state, y = random_batch(model)
+    drive = model.input_drive(x)
+    ref_step = model.step(state, drive, 0.3, y)
+    ref_grads = model.dphi_dtheta(x, state, 0.3, y)
+    model.to(memory_format=torch.channels_last)
+    drive = model.input_drive(x)
+    assert drive[0].is_contiguous(memory_format=torch.channels_last)
+    assert model.init_state(drive)[0].is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(ref_step, model.step(state, drive, 0.3, y)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    for a, b in zip(ref_grads, model.dphi_dtheta(x, state, 0.3, y)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -169,8 +169,10 @@ class CNN(EnergyModel):
     # ------------------------------------------------------------------ drive and masks
     @property
     def _memory_format(self) -> torch.memory_format:
-        w = self.W[0].weight
-        cl = w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+        """channels-last when the conv weights were moved there (``model.to(memory_format=...)``;
+        a weight with one input channel or 1×1 kernels is ambiguous, so any conv decides)."""
+        cl = any(w.weight.is_contiguous(memory_format=torch.channels_last) and not w.weight.is_contiguous()
+                 for w in self.W[:self.n_conv])
         return torch.channels_last if cl else torch.contiguous_format
 
     def _draw_masks(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[State, State]:

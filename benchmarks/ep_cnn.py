@@ -1,0 +1,199 @@
+"""Speed of one EP minibatch of the convolutional networks: engine vs the autograd-of-Φ path.
+
+Configurations (reference §2.11), on synthetic data of the right shape:
+
+- ``mnist``: the MNIST CNN check command — 1×28×28, channels 32 64, kernels 5 5, pools mm,
+  fc 10, hard_sigmoid, mse, one-sided EP, β 0.4, T1 200, T2 10, mbs 100.
+- ``cifar``: the CIFAR-10 4-conv command — 3×32×32, channels 128 256 512 512, kernels 3,
+  paddings 1 1 1 0, pools mmmm, my_hard_sig, cel with softmax read-out, symmetric EP, β 1.0,
+  T1 250, T2 25, mbs 128.
+
+Paths:
+
+- engine: ``EPRule.compute_grads`` (closed-form steps without autograd, ±β as one 2B batch,
+  closed-form ∂Φ/∂θ).
+- autograd: code base A's way — every step is s ← σ(∂Φ/∂s) with ``torch.autograd.grad`` of
+  Φ (output layer linear for cel without read-out), the +β and −β phases run one after the
+  other, and the update is the backward pass of (Φ̄(b, β_b) − Φ̄(a, β_a)) / (β_a − β_b).
+
+Each path runs ``--repeats`` timed batches after one warm-up batch; the median is reported.
+The engine runs with the default ``train`` speed options (channels-last on); the autograd
+path is code base A's (contiguous tensors). ``--scale-steps k`` divides T1 and T2 by k and
+``--mbs`` overrides the batch size, for a quick look at the CIFAR configuration on a CPU; the
+printed "projected" figure multiplies back (time is linear in steps and, for large batches, in
+the batch size). ``--variants`` also times the engine with each speed option flipped
+(channels-last; on CUDA TF32 and ``torch.compile`` of the step, then all three on). For CIFAR
+the projected epoch time (391 batches of 128) is printed.
+
+    python benchmarks/ep_cnn.py                        # both configurations, CPU defaults
+    python benchmarks/ep_cnn.py --config mnist --repeats 5
+    python benchmarks/ep_cnn.py --config cifar --device cuda --variants
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import replace
+
+import torch
+
+from eqsearch.config import RuleConfig, TrainConfig
+from eqsearch.models import CNN, State
+from eqsearch.rules import EPRule
+from eqsearch.training import apply_speed_options
+
+CONFIGS = {
+    "mnist": dict(input_shape=(1, 28, 28), channels=[32, 64], kernels=[5, 5], strides=[1, 1],
+                  paddings=[0, 0], pools="mm", fc=[10], act="hard_sigmoid", loss="mse", softmax=False,
+                  rule=RuleConfig(estimator="one_sided", beta=0.4, T1=200, T2=10), mbs=100),
+    "cifar": dict(input_shape=(3, 32, 32), channels=[128, 256, 512, 512], kernels=[3, 3, 3, 3],
+                  strides=[1, 1, 1, 1], paddings=[1, 1, 1, 0], pools="mmmm", fc=[10],
+                  act="my_hard_sig", loss="cel", softmax=True,
+                  rule=RuleConfig(estimator="symmetric", beta=1.0, T1=250, T2=25), mbs=128),
+}
+CIFAR_TRAIN_BATCHES = 391  # ⌈50000 / 128⌉
+ORIGINAL_MNIST_CNN_S = 5.4  # code base A, one MNIST-CNN batch on the 2-core CPU of this project
+
+
+def build(name: str, device: torch.device) -> CNN:
+    c = CONFIGS[name]
+    torch.manual_seed(0)
+    model = CNN(c["input_shape"], c["channels"], c["kernels"], c["strides"], c["paddings"], c["pools"],
+                c["fc"], act=c["act"], loss=c["loss"], softmax=c["softmax"])
+    return model.to(device)
+
+
+# ---------------------------------------------------------------------- code base A's way
+def autograd_step(model: CNN, x: torch.Tensor, state: State, beta, y: torch.Tensor) -> State:
+    """s ← σ(∂Φ/∂s) with autograd (linear output for cel without read-out), like code base A."""
+    leaves = [s.detach().requires_grad_(True) for s in state]
+    grads = torch.autograd.grad(model.phi(x, leaves, beta, y).sum(), leaves)
+    last = len(grads) - 1
+    return [g if (i == last and model.loss == "cel" and not model.softmax) else model.act(g)
+            for i, g in enumerate(grads)]
+
+
+def autograd_batch(model: CNN, x: torch.Tensor, y: torch.Tensor, rule: RuleConfig) -> None:
+    """One EP minibatch of code base A: phases by autograd steps, update by backward of Φ̄."""
+    state = model.init_state([torch.zeros((x.shape[0],) + tuple(model.shapes[0]), device=x.device)])
+    for _ in range(rule.T1):
+        state = autograd_step(model, x, state, 0.0, y)
+    free = state
+
+    def nudge(beta: float) -> State:
+        s = free
+        for _ in range(rule.T2):
+            s = autograd_step(model, x, s, beta, y)
+        return [t.detach() for t in s]
+
+    if rule.estimator == "symmetric":
+        (a, beta_a), (b, beta_b) = (nudge(rule.beta), rule.beta), (nudge(-rule.beta), -rule.beta)
+    else:
+        (a, beta_a), (b, beta_b) = ([t.detach() for t in free], 0.0), (nudge(rule.beta), rule.beta)
+    model.zero_grad(set_to_none=True)
+    phi_a = model.phi(x, a, beta_a, y).mean()
+    phi_b = model.phi(x, b, beta_b, y).mean()
+    ((phi_b - phi_a) / (beta_a - beta_b)).backward()
+
+
+# ---------------------------------------------------------------------- timing
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_batches(fn, device: torch.device, repeats: int) -> float:
+    """Median seconds per call after one warm-up call."""
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run(name: str, device: torch.device, repeats: int, scale_steps: int, mbs: int | None,
+        skip_autograd: bool, variants: bool) -> None:
+    c = CONFIGS[name]
+    rule = c["rule"]
+    full_mbs = c["mbs"]
+    rule_run = replace(rule, T1=max(1, rule.T1 // scale_steps), T2=max(1, rule.T2 // scale_steps))
+    b = mbs or full_mbs
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((b,) + c["input_shape"], generator=g).to(device)
+    y = torch.randint(0, 10, (b,), generator=g).to(device)
+    steps_full = rule.T1 + rule.T2 * (2 if rule.estimator == "symmetric" else 1)
+    steps_run = rule_run.T1 + rule_run.T2 * (2 if rule.estimator == "symmetric" else 1)
+    project = (steps_full / steps_run) * (full_mbs / b)
+    print(f"\n== {name}: mbs {b}, T1 {rule_run.T1}, T2 {rule_run.T2}, {rule.estimator}, device {device}"
+          + (f" (projection ×{project:.1f} to mbs {full_mbs}, T1 {rule.T1}, T2 {rule.T2})" if project != 1 else ""))
+
+    def engine(train: TrainConfig):
+        model = build(name, device)
+        apply_speed_options(train, model)
+        ep = EPRule(rule_run)
+        gen = torch.Generator().manual_seed(0)
+        return lambda: ep.compute_grads(model, x, y, gen)
+
+    default = TrainConfig()
+    results = {"engine": time_batches(engine(default), device, repeats)}
+    if variants:
+        flips = [("channels_last", not default.channels_last)]
+        if device.type == "cuda":
+            flips += [("tf32", not default.tf32), ("compile", not default.compile)]
+        for option, value in flips:
+            results[f"engine {option}={value}"] = time_batches(
+                engine(replace(default, **{option: value})), device, repeats)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = default.tf32
+        if device.type == "cuda":
+            results["engine all on"] = time_batches(
+                engine(replace(default, tf32=True, channels_last=True, compile=True)), device, repeats)
+    if not skip_autograd:
+        model = build(name, device)
+        results["autograd"] = time_batches(lambda: autograd_batch(model, x, y, rule_run), device, repeats)
+    for label, t in results.items():
+        line = f"{label:>22}: {1000 * t:10.1f} ms/batch"
+        if project != 1:
+            line += f"   projected {1000 * t * project:10.1f} ms/batch"
+        if name == "cifar":
+            line += f"   projected epoch {t * project * CIFAR_TRAIN_BATCHES / 60:7.1f} min"
+        print(line)
+    if "autograd" in results:
+        print(f"{'speed-up vs autograd':>22}: {results['autograd'] / results['engine']:10.2f}×")
+    if name == "mnist" and project == 1:
+        print(f"{'vs original 5.4 s':>22}: {ORIGINAL_MNIST_CNN_S / results['engine']:10.2f}×")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", choices=["mnist", "cifar", "both"], default="both")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--repeats", type=int, default=3, help="timed batches per path (median)")
+    p.add_argument("--scale-steps", type=int, default=None,
+                   help="divide T1, T2 by this (default: 1 for mnist and on CUDA, 25 for cifar on a CPU)")
+    p.add_argument("--mbs", type=int, default=None,
+                   help="batch size (default: the configuration's; 32 for cifar on a CPU)")
+    p.add_argument("--skip-autograd", action="store_true")
+    p.add_argument("--variants", action="store_true",
+                   help="also time the engine with each speed option flipped (channels-last; on CUDA "
+                        "also TF32 and torch.compile of the step) and, on CUDA, all on")
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}")
+    for name in (["mnist", "cifar"] if a.config == "both" else [a.config]):
+        cpu_cifar = name == "cifar" and device.type == "cpu"
+        scale = a.scale_steps or (25 if cpu_cifar else 1)
+        mbs = a.mbs or (32 if cpu_cifar else None)
+        run(name, device, a.repeats, scale, mbs, a.skip_autograd, a.variants)
+
+
+if __name__ == "__main__":
+    main()
