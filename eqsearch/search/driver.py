@@ -20,7 +20,7 @@ from pathlib import Path
 for _k, _v in {"RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "1",
                "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
                "TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S": "600",
-               "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0", "RAY_USAGE_STATS_ENABLED": "0"}.items():
+               "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0", "TUNE_PRINT_ALL_TRIAL_ERRORS": "0", "RAY_USAGE_STATS_ENABLED": "0"}.items():
     os.environ.setdefault(_k, _v)
 
 import optuna  # noqa: E402
@@ -48,6 +48,8 @@ def quiet() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("ray", "ray.tune", "ray.train", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # "Trials did not complete: [...]": the console and trials.csv give each trial's reason
+    logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)
 
 
 # ---------------------------------------------------------------------- Optuna
@@ -58,14 +60,22 @@ class PruneAwareOptunaSearch(OptunaSearch):
     def __init__(self, *args, max_epochs: int, **kwargs):
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
+        self._last_epoch: dict[str, int] = {}  # last epoch reported to Optuna, per trial
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id not in self._completed_trials and trial_id in self._ot_trials:
-            self._ot_trials[trial_id].report(result[self.metric], int(result["epoch"]))
+        """Record the epoch's value as the Optuna trial's intermediate value (step = epoch)."""
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        epoch, value = int(result["epoch"]), result.get(self.metric)
+        if value is not None and epoch > self._last_epoch.get(trial_id, 0):
+            self._ot_trials[trial_id].report(value, epoch)
+            self._last_epoch[trial_id] = epoch
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
+        if result and "epoch" in result:  # Tune skips on_trial_result for the result that stopped the trial
+            self.on_trial_result(trial_id, result)
         value = result.get(self.metric) if result else None
         if error:
             state, value = TrialState.FAIL, None
@@ -142,7 +152,8 @@ class SearchRecorder(tune.Callback):
         self._finish(trial, None)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._finish(trial, trial.get_error() or "error (no error file)")
+        path = trial.error_file  # written in the driver just before this hook; storage may lag
+        self._finish(trial, Path(path).read_text() if path and Path(path).exists() else "error (no error file)")
 
     def on_experiment_end(self, trials, **info) -> None:
         rows = list(self.rows.values())
@@ -271,6 +282,7 @@ def run_search(spec: SearchSpec, results: Path, *, address: str | None = None, d
         raise SpecError(f"{results}: already holds a search; allowed: a new --results folder, "
                         f"or `eqsearch resume {results}`")
     ray_session = start_ray(address, dashboard, num_cpus)
+    quiet()  # again: ray.init configures its loggers
     try:
         check_resources(spec)
         results.mkdir(parents=True, exist_ok=True)
@@ -304,6 +316,7 @@ def resume_search(results: Path, *, address: str | None = None, dashboard: bool 
         raise SpecError(f"{results}: the Tune experiment {tune_path} has no saved state yet; "
                         "allowed: a search that ran at least until its first trial started")
     ray_session = start_ray(address, dashboard, num_cpus)
+    quiet()
     try:
         check_resources(spec)
         _announce(ray_session, state["mlflow_uri"], results, notify)

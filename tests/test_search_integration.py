@@ -1,0 +1,253 @@
+"""Integration tests of the search platform with the real parts: Ray (num_cpus=2), Optuna,
+ASHA, MLflow (SQLite store and an `mlflow server` started here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+ray = pytest.importorskip("ray")
+from optuna.trial import TrialState  # noqa: E402
+
+from eqsearch.search import results as R  # noqa: E402
+from eqsearch.search.space import spec_from_tree  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_quickstart(**settings) -> dict:
+    tree = yaml.safe_load((ROOT / "search_spaces" / "quickstart.yaml").read_text())
+    tree["base"]["data"]["max_batches"] = 8
+    tree["base"]["train"]["epochs"] = 4
+    tree["search"].update({"num_samples": 6, **settings})
+    return tree
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    from eqsearch.search import driver
+
+    tmp = tempfile.mkdtemp(prefix="eqs-ray-", dir="/tmp")
+    driver.quiet()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=tmp,
+             logging_level="ERROR")
+    yield
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def quickstart(ray_session, tmp_path_factory):
+    from eqsearch.search.driver import run_search
+
+    spec = spec_from_tree(small_quickstart(), "quickstart-test.yaml")
+    results = tmp_path_factory.mktemp("qs") / "results"
+    outcome = run_search(spec, results, show=False, notify=lambda m: None)
+    return spec, outcome
+
+
+def test_quickstart_runs_trials_and_asha_stops_some(quickstart):
+    spec, outcome = quickstart
+    rows = outcome.rows
+    assert len(rows) == 6
+    reasons = [r["stop_reason"] for r in rows]
+    assert set(reasons) <= {R.COMPLETED, R.ASHA_STOPPED}
+    assert R.ASHA_STOPPED in reasons and R.COMPLETED in reasons
+    for r in rows:
+        expected = spec.max_epochs if r["stop_reason"] == R.COMPLETED else None
+        assert int(r["epochs_run"]) == (expected or int(r["epochs_run"]))
+        if r["stop_reason"] == R.ASHA_STOPPED:
+            assert int(r["epochs_run"]) < spec.max_epochs
+    assert outcome.best is not None and (outcome.results / R.BEST_FILE).exists()
+    assert yaml.safe_load((outcome.results / R.BEST_FILE).read_text())["data"]["dataset"] == "digits"
+
+
+def test_optuna_records_asha_stopped_trials_as_pruned(quickstart):
+    from eqsearch.search.driver import load_study
+
+    spec, outcome = quickstart
+    study = load_study(outcome.results, spec.name)
+    states = [t.state for t in study.trials]
+    n_stopped = sum(r["stop_reason"] == R.ASHA_STOPPED for r in outcome.rows)
+    assert len(states) == 6
+    assert states.count(TrialState.PRUNED) == n_stopped >= 1
+    assert states.count(TrialState.COMPLETE) == 6 - n_stopped
+    for t in study.trials:  # every trial has its per-epoch curve
+        assert t.intermediate_values
+
+
+def test_mlflow_holds_parent_and_nested_runs(quickstart):
+    import mlflow
+
+    spec, outcome = quickstart
+    mlflow.set_tracking_uri(outcome.mlflow_uri)
+    runs = mlflow.search_runs(experiment_names=[spec.tracking["experiment"]])
+    parents = runs[runs["tags.mlflow.parentRunId"].isna()]
+    assert len(parents) == 1
+    parent_id = parents["run_id"].iloc[0]
+    children = runs[runs["tags.mlflow.parentRunId"] == parent_id]
+    assert len(children) == 6
+    assert (children["status"] == "FINISHED").all()
+    assert children["metrics.test_acc"].notna().all()
+    by_run = {r["mlflow_run_id"]: r for r in outcome.rows}
+    client = mlflow.tracking.MlflowClient(outcome.mlflow_uri)
+    for _, child in children.iterrows():
+        row = by_run[child["run_id"]]
+        assert child["tags.eqsearch.stop_reason"] == row["stop_reason"]
+        history = client.get_metric_history(child["run_id"], "test_acc")
+        assert sorted(m.step for m in history) == list(range(1, int(row["epochs_run"]) + 1))
+        assert float(child["params.rule.beta"]) == pytest.approx(float(row["config.rule.beta"]))
+        assert "config.yaml" in [a.path for a in client.list_artifacts(child["run_id"])]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1, stopped with SIGTERM to its process group."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    exe = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen([str(exe), "server", "--backend-store-uri", f"sqlite:///{folder}/server.db",
+                             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                pytest.fail("mlflow server did not start")
+            time.sleep(0.5)
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def diverging_space() -> dict:
+    """A 3-trial search in which the trial with lrs[1] = 1e38 overflows to a non-finite loss."""
+    return {"name": "nan", "base": {"data": {"dataset": "digits", "max_batches": 6},
+                                    "model": {"loss": "cel", "act": "tanh"},
+                                    "optim": {"lrs": [0.1, 0.05]}, "train": {"epochs": 2}},
+            "space": {"optim.lrs[1]": {"choice": [0.05, 1.0e38]}, "rule.beta": {"uniform": [0.1, 0.5]}},
+            "search": {"num_samples": 4, "seed": 3}, "scheduler": None}
+
+
+def test_diverging_trial_ends_with_reason_and_search_completes(ray_session, mlflow_server, tmp_path):
+    import mlflow
+
+    from eqsearch.search.driver import run_search
+
+    tree = diverging_space()
+    tree["tracking"] = {"experiment": "nan-test", "mlflow_uri": mlflow_server}
+    spec = spec_from_tree(tree, "nan.yaml")
+    outcome = run_search(spec, tmp_path / "results", show=False, notify=lambda m: None)
+    rows = outcome.rows
+    assert len(rows) == 4
+    diverged = [r for r in rows if r["stop_reason"] == R.DIVERGED]
+    assert diverged and all(float(r["config.optim.lrs"].strip("[]").split(",")[1]) > 1e30 for r in diverged)
+    assert all("non-finite" in r["reason"] for r in diverged)
+    assert any(r["stop_reason"] == R.COMPLETED for r in rows)
+
+    # queried back through the MLflow server
+    mlflow.set_tracking_uri(mlflow_server)
+    runs = mlflow.search_runs(experiment_names=["nan-test"])
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert len(children) == 4
+    failed = children[children["tags.eqsearch.stop_reason"] == R.DIVERGED]
+    assert len(failed) == len(diverged)
+    assert failed["tags.eqsearch.reason"].str.contains("non-finite").all()
+    assert (failed["status"] == "FAILED").all()
+    done = children[children["tags.eqsearch.stop_reason"] == R.COMPLETED]
+    assert done["metrics.test_acc"].notna().all()
+
+    # and eqsearch status shows the reason
+    status = subprocess.run([str(Path(sys.executable).with_name("eqsearch")), "status", str(outcome.results)],
+                            capture_output=True, text=True, check=True)
+    assert "diverged: non-finite" in status.stdout
+
+
+def kill_processes_using(marker: str) -> None:
+    """SIGKILL, by PID, the processes whose command line names ``marker`` (our Ray temp dir)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+
+
+def run_cli(*args, **kw) -> subprocess.Popen:
+    env = {**os.environ, "RAY_TMPDIR": kw.pop("ray_tmp")}
+    return subprocess.Popen([str(Path(sys.executable).with_name("eqsearch")), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
+
+
+def test_killed_search_resumes(tmp_path):
+    """SIGKILL a search (driver and its Ray processes) after some trials finished, then resume."""
+    space = tmp_path / "space.yaml"
+    tree = small_quickstart(num_samples=6)
+    tree["base"]["train"]["epochs"] = 3
+    tree["base"]["data"]["max_batches"] = 30
+    space.write_text(yaml.safe_dump(tree))
+    results = tmp_path / "results"
+    ray_tmp = tempfile.mkdtemp(prefix="eqs-rt-", dir="/tmp")
+    try:
+        proc = run_cli("search", str(space), "--results", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
+        deadline = time.time() + 240
+        finished = []
+        while time.time() < deadline and proc.poll() is None:
+            finished = [r for r in R.read_trials(results) if r["stop_reason"] != R.RUNNING]
+            if len(finished) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "search ended before it could be killed:\n" + proc.stdout.read()
+        assert len(finished) >= 2
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kept = {r["trial_id"]: r for r in R.read_trials(results) if r["stop_reason"] != R.RUNNING}
+
+        res = run_cli("resume", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
+        out, _ = res.communicate(timeout=300)
+        assert res.returncode == 0, out
+        rows = R.read_trials(results)
+        assert len(rows) == 6
+        assert all(r["stop_reason"] in (R.COMPLETED, R.ASHA_STOPPED) for r in rows)
+        by_id = {r["trial_id"]: r for r in rows}
+        for tid, r in kept.items():  # finished trials kept as they were, not re-run
+            assert by_id[tid]["epochs_run"] == r["epochs_run"]
+            assert by_id[tid]["mlflow_run_id"] == r["mlflow_run_id"]
+        import mlflow
+
+        mlflow.set_tracking_uri(f"sqlite:///{results / R.MLFLOW_DB}")
+        runs = mlflow.search_runs(experiment_names=["quickstart"])
+        assert len(runs[runs["tags.mlflow.parentRunId"].notna()]) == 6  # no duplicate runs
+        assert (runs["status"] == "FINISHED").all()
+    finally:
+        kill_processes_using(ray_tmp)  # orphans of the killed Ray session (by PID)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
