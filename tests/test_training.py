@@ -79,3 +79,16 @@ def test_seed_mnist_command_reaches_91_5_percent(shared_data, tmp_path):
     result = CliRunner().invoke(main, args + ["--data-root", str(shared_data), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert read_metrics(tmp_path)[-1]["test_acc"] >= 0.915
+
+
+def test_cosine_schedule_follows_code_base_a_and_freezes_after_100_epochs():
+    from eqsearch.optim import step_scheduler
+
+    t = Trainer(from_dict(overrides={"optim.lr_decay": True, "optim.lrs": [0.2, 0.1]}))
+    lrs = []
+    for epoch in range(1, 121):
+        step_scheduler(t.scheduler, epoch)
+        lrs.append([g["lr"] for g in t.optimizer.param_groups])
+    assert lrs[49][0] == pytest.approx(1e-5 + (0.2 - 1e-5) / 2, rel=1e-6)  # half-way down after 50 epochs
+    assert lrs[99] == pytest.approx([1e-5, 1e-5])
+    assert lrs[119] == lrs[99]  # frozen for epochs 101..120
