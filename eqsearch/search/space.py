@@ -318,7 +318,8 @@ def _parse_space(space, base: dict, where: str) -> list[Param]:
             if not isinstance(current, list) or int(m["index"]) >= len(current):
                 raise SpecError(f"{at}: index {m['index']} out of range; allowed: an index into base "
                                 f"{m['field']} = {current!r}")
-        param = _parse_dist(str(key), dist, at, params, flat)
+        later = [str(k) for k in space][len(params) + 1:]
+        param = _parse_dist(str(key), dist, at, params, {k: v for k, v in flat.items() if k not in later})
         for value in _probe_values(param):
             try:
                 from_dict(base, overrides_for(base, {param.key: value}))
