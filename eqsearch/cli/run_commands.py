@@ -11,7 +11,7 @@ import torch
 
 from eqsearch.cli import main
 from eqsearch.cli.run_flags import build_parser, config_from_args, fail, parse
-from eqsearch.config import ConfigError, RunConfig, from_dict
+from eqsearch.config import ConfigError, RunConfig
 from eqsearch.data import DataError
 from eqsearch.progress import RunProgress
 from eqsearch.training import BEST, LATEST, DivergedError, Trainer, fit, load_run_config, prepare_run
@@ -175,8 +175,16 @@ def _gducheck(ns) -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="run folder")
-def demo(out: Path | None) -> None:
-    """Train the embedded default network (digits MLP) and print the result."""
-    cfg = from_dict()
-    run_training(cfg, out or default_run_dir(cfg, "demo"))
+@click.option("--results", type=click.Path(path_type=Path), default=None,
+              help="results folder (default results/quickstart-<time>)")
+@click.option("--no-dashboard", is_flag=True, help="do not start the Ray dashboard")
+def demo(results: Path | None, no_dashboard: bool) -> None:
+    """Run the quickstart search (digits MLP, ~2 minutes on 2 cores) and print the best config."""
+    from eqsearch.cli.search_commands import SPACES_DIR, default_results, launch
+    from eqsearch.search.space import load_spec
+
+    spec = load_spec(SPACES_DIR / "quickstart.yaml")
+    outcome = launch(spec, results or default_results(spec), None, not no_dashboard, quiet=False)
+    best_yaml = outcome.results / "best.yaml"
+    if best_yaml.exists():
+        click.echo(f"\nbest run config ({best_yaml}):\n{best_yaml.read_text()}")

@@ -320,9 +320,10 @@ def _parse_space(space, base: dict, where: str) -> list[Param]:
                                 f"{m['field']} = {current!r}")
         later = [str(k) for k in space][len(params) + 1:]
         param = _parse_dist(str(key), dist, at, params, {k: v for k, v in flat.items() if k not in later})
+        context = {ref: values[0] for ref, values in param.when}  # the condition holds when it exists
         for value in _probe_values(param):
             try:
-                from_dict(base, overrides_for(base, {param.key: value}))
+                from_dict(base, overrides_for(base, {**context, param.key: value}))
             except ConfigError as exc:
                 raise SpecError(f"{at}: value {value!r} of {param.kind} is not a valid run config value: {exc}") from None
         params.append(param)
