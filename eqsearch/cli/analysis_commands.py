@@ -1,0 +1,98 @@
+"""Analysis commands: ``summarize``, ``compare``, ``export`` and ``report``.
+
+A SOURCE is a results folder of ``eqsearch search`` (read from its durable files, or from its
+MLflow store with ``--from-mlflow``), or ``mlflow:EXPERIMENT[/PARENT_RUN_ID]`` with
+``--mlflow-uri``. Bad input ends with one ``error:`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from eqsearch.cli import main
+from eqsearch.cli.search_commands import fail
+from eqsearch.config import ConfigError
+
+
+def source_options(f):
+    """Options shared by every analysis command: where the search is read from."""
+    f = click.option("--mlflow-uri", default=None, help="MLflow tracking URI for mlflow:EXPERIMENT sources")(f)
+    f = click.option("--from-mlflow", is_flag=True, help="read a results folder's search from its MLflow store")(f)
+    return f
+
+
+def table_options(f):
+    f = click.option("--metric", default=None, help="metric of the tables (default: the search's, test_acc)")(f)
+    f = click.option("--completed-only", is_flag=True, help="only trials that ran all their epochs")(f)
+    f = click.option("--top", type=int, default=5, show_default=True, help="rows of the top-trials table")(f)
+    return f
+
+
+def clean_errors(f):
+    """Turn bad input into one error line and exit status 2."""
+    from analysis.load import AnalysisError
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except (AnalysisError, ConfigError, FileNotFoundError) as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+def load(source: str, mlflow_uri: str | None, from_mlflow: bool):
+    from analysis.load import load_search
+
+    return load_search(source, mlflow_uri, from_mlflow)
+
+
+def default_out(source: str, name: str, folder: str) -> Path:
+    """``SOURCE/<folder>`` for a results folder, ``./<folder>-<name>`` for an MLflow source."""
+    path = Path(source)
+    return path / folder if path.is_dir() else Path(f"{folder}-{name}")
+
+
+def show(summary, title: str) -> None:
+    """Print every table of a summary with rich (notes for the skipped ones)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from analysis.tables import fmt
+
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: do not fold the wide tables
+        console.width = 200
+    console.rule(title)
+    for name, df in summary.tables.items():
+        table = Table(title=name, title_justify="left")
+        for c in df.columns:
+            table.add_column(str(c).removeprefix("config."), overflow="fold")
+        for row in df.itertuples(index=False):
+            table.add_row(*(fmt(v) for v in row))
+        console.print(table)
+    for name, note in summary.notes.items():
+        console.print(f"[dim]{name}: skipped: {note}[/dim]")
+
+
+@main.command()
+@click.argument("source")
+@source_options
+@table_options
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="folder of the CSV and Markdown files (default SOURCE/analysis)")
+@clean_errors
+def summarize(source: str, mlflow_uri, from_mlflow, metric, completed_only, top, out) -> None:
+    """Tables of a search: metric by estimator × β, by loss, by weight angle, vs gradient angle."""
+    from analysis.tables import summarize as make, write_summary
+
+    search = load(source, mlflow_uri, from_mlflow)
+    summary = make(search.trials, metric or search.metric, search.mode, searched=search.searched(),
+                   completed_only=completed_only, top=top)
+    show(summary, f"{search.name}: {len(search.trials)} trials ({search.source})")
+    paths = write_summary(summary, out or default_out(source, search.name, "analysis"), f"Search {search.name}")
+    click.echo(f"wrote {len(paths)} files: {paths[-1]} and the CSVs beside it")
