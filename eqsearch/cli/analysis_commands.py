@@ -96,3 +96,20 @@ def summarize(source: str, mlflow_uri, from_mlflow, metric, completed_only, top,
     show(summary, f"{search.name}: {len(search.trials)} trials ({search.source})")
     paths = write_summary(summary, out or default_out(source, search.name, "analysis"), f"Search {search.name}")
     click.echo(f"wrote {len(paths)} files: {paths[-1]} and the CSVs beside it")
+
+
+@main.command()
+@click.argument("source")
+@source_options
+@click.option("--top", type=int, default=1, show_default=True, help="number of best trials to export")
+@click.option("--metric", default=None, help="rank by this metric (default: the search's)")
+@click.option("--full-epochs", is_flag=True, help="keep the search's train.epochs (default: the epochs the trial ran)")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="folder (default SOURCE/export)")
+@clean_errors
+def export(source: str, mlflow_uri, from_mlflow, top, metric, full_epochs, out) -> None:
+    """Write the best trials' run configs and the `eqsearch train --config` commands that rerun them."""
+    from analysis.export import export_top
+
+    search = load(source, mlflow_uri, from_mlflow)
+    for e in export_top(search, out or default_out(source, search.name, "export"), top, metric, full_epochs):
+        click.echo(f"#{e.rank} {e.trial_name} ({metric or search.metric} {e.value:.4f}): {e.command}")
