@@ -285,11 +285,8 @@ def load_search(source: str | Path, mlflow_uri: str | None = None, from_mlflow: 
 
 def combine(searches: Iterable[Search]) -> pd.DataFrame:
     """The trials of several searches in one frame; column ``search`` tells them apart (the
-    search's name, or its source where two searches share a name)."""
+    search's name, numbered ``name#i`` where several searches share a name)."""
     searches = list(searches)
     names = [s.name for s in searches]
-    parts = []
-    for s in searches:
-        label = s.name if names.count(s.name) == 1 else s.source
-        parts.append(s.trials.assign(search=label))
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat([s.trials.assign(search=s.name if names.count(s.name) == 1 else f"{s.name}#{i}")
+                      for i, s in enumerate(searches, start=1)], ignore_index=True)

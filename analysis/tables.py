@@ -146,6 +146,29 @@ def top_trials(trials: pd.DataFrame, metric: str, mode: str, k: int, searched: l
     return ranked[list(dict.fromkeys(c for c in cols if c in ranked.columns))].reset_index(drop=True)
 
 
+def param_importance(trials: pd.DataFrame, metric: str, searched: list[str]) -> pd.DataFrame | None:
+    """How strongly each searched parameter goes with ``metric``: |Spearman ρ| for a numeric
+    parameter, the correlation ratio η for a categorical one (both in [0, 1]), over the
+    trials where the parameter exists. A simple, model-free proxy for parameter importance."""
+    rows = []
+    for col in searched:
+        pair = trials[[col, metric]].dropna()
+        if len(pair) < 3 or pair[col].astype(str).nunique() < 2:
+            continue
+        if pd.api.types.is_numeric_dtype(pair[col]) and not pd.api.types.is_bool_dtype(pair[col]):
+            rho = pair[col].astype(float).corr(pair[metric].astype(float), method="spearman")
+            rows.append({"parameter": col, "kind": "spearman |rho|", "importance": abs(rho), "n": len(pair)})
+        else:
+            y = pair[metric].astype(float)
+            means = y.groupby(pair[col].astype(str)).transform("mean")
+            total = ((y - y.mean()) ** 2).sum()
+            eta = math.sqrt(((means - y.mean()) ** 2).sum() / total) if total > 0 else 0.0
+            rows.append({"parameter": col, "kind": "correlation ratio eta", "importance": eta, "n": len(pair)})
+    if not rows:
+        return None
+    return pd.DataFrame(rows).sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
+
+
 def summarize(trials: pd.DataFrame, metric: str = "test_acc", mode: str = "max", *, searched: list[str] = (),
               extra: list[str] = (), completed_only: bool = False, top: int = 5) -> Summary:
     """All tables of one search (or of several, with ``extra=["search"]``)."""
@@ -173,6 +196,12 @@ def summarize(trials: pd.DataFrame, metric: str = "test_acc", mode: str = "max",
             s.notes[name] = note
         else:
             s.tables[name] = table
+    if not extra:  # the searched parameters of one search
+        importance = param_importance(df, metric, list(searched))
+        if importance is None:
+            s.notes["param_importance"] = "no searched parameter with 2+ values over 3+ trials"
+        else:
+            s.tables["param_importance"] = importance
     return s
 
 

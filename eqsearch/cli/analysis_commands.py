@@ -79,23 +79,85 @@ def show(summary, title: str) -> None:
         console.print(f"[dim]{name}: skipped: {note}[/dim]")
 
 
+def tables_and_plots(search, metric, completed_only, top, plots_dir: Path | None):
+    """The summary of ``search`` and, when ``plots_dir`` is given, its plots."""
+    from analysis.tables import summarize as make
+
+    summary = make(search.trials, metric or search.metric, search.mode, searched=search.searched(),
+                   completed_only=completed_only, top=top)
+    if plots_dir is None:
+        return summary, {}, {}
+    from analysis.plots import make_plots
+
+    made, skipped = make_plots(search, plots_dir, metric, top)
+    return summary, made, skipped
+
+
+@main.command()
+@click.argument("source")
+@source_options
+@table_options
+@click.option("--no-plots", is_flag=True, help="tables only")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="folder of the CSV, Markdown and PNG files (default SOURCE/analysis)")
+@clean_errors
+def summarize(source: str, mlflow_uri, from_mlflow, metric, completed_only, top, no_plots, out) -> None:
+    """Tables of a search (metric by estimator × β, by loss, by weight angle, vs gradient angle; CSV + Markdown) and its plots."""
+    from analysis.tables import write_summary
+
+    search = load(source, mlflow_uri, from_mlflow)
+    out = out or default_out(source, search.name, "analysis")
+    summary, made, skipped = tables_and_plots(search, metric, completed_only, top, None if no_plots else out / "plots")
+    show(summary, f"{search.name}: {len(search.trials)} trials ({search.source})")
+    paths = write_summary(summary, out, f"Search {search.name}")
+    click.echo(f"tables: {paths[-1]} and {len(paths) - 1} CSV files beside it")
+    for name, why in skipped.items():
+        click.echo(f"plot {name} skipped: {why}")
+    if made:
+        click.echo(f"plots:  {len(made)} PNG files in {out / 'plots'}")
+
+
 @main.command()
 @click.argument("source")
 @source_options
 @table_options
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="folder of the CSV and Markdown files (default SOURCE/analysis)")
+              help="the page: .html or .md (default SOURCE/analysis/report.html)")
 @clean_errors
-def summarize(source: str, mlflow_uri, from_mlflow, metric, completed_only, top, out) -> None:
-    """Tables of a search: metric by estimator × β, by loss, by weight angle, vs gradient angle."""
-    from analysis.tables import summarize as make, write_summary
+def report(source: str, mlflow_uri, from_mlflow, metric, completed_only, top, out) -> None:
+    """One HTML (or Markdown, with --out X.md) page with a search's tables and plots."""
+    from analysis.report import write_report
 
     search = load(source, mlflow_uri, from_mlflow)
-    summary = make(search.trials, metric or search.metric, search.mode, searched=search.searched(),
+    out = out or default_out(source, search.name, "analysis") / "report.html"
+    if out.suffix not in (".html", ".md"):
+        fail(f"--out {out}: allowed: a file name ending in .html or .md")
+    summary, made, skipped = tables_and_plots(search, metric, completed_only, top, out.parent / "plots")
+    click.echo(f"report: {write_report(summary, made, skipped, f'Search {search.name}', out)}")
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@source_options
+@table_options
+@click.option("--out", type=click.Path(path_type=Path), default=Path("comparison"), show_default=True,
+              help="folder of the CSV and Markdown files")
+@clean_errors
+def compare(sources: tuple[str, ...], mlflow_uri, from_mlflow, metric, completed_only, top, out) -> None:
+    """The summary tables of several searches side by side (results folders or mlflow:EXPERIMENT)."""
+    from analysis.load import combine
+    from analysis.tables import summarize as make, write_summary
+
+    searches = [load(s, mlflow_uri, from_mlflow) for s in sources]
+    trials = combine(searches)
+    summary = make(trials, metric or searches[0].metric, searches[0].mode,
+                   searched=sorted({c for s in searches for c in s.searched()}), extra=["search"],
                    completed_only=completed_only, top=top)
-    show(summary, f"{search.name}: {len(search.trials)} trials ({search.source})")
-    paths = write_summary(summary, out or default_out(source, search.name, "analysis"), f"Search {search.name}")
-    click.echo(f"wrote {len(paths)} files: {paths[-1]} and the CSVs beside it")
+    for label, s in zip(trials.drop_duplicates("search")["search"], searches):
+        click.echo(f"{label}: {s.source}")
+    show(summary, f"{len(searches)} searches")
+    paths = write_summary(summary, out, "Comparison of " + ", ".join(s.name for s in searches))
+    click.echo(f"tables: {paths[-1]} and {len(paths) - 1} CSV files beside it")
 
 
 @main.command()
