@@ -16,7 +16,8 @@ Paths:
   Φ (output layer linear for cel without read-out), the +β and −β phases run one after the
   other, and the update is the backward pass of (Φ̄(b, β_b) − Φ̄(a, β_a)) / (β_a − β_b).
 
-Each path runs ``--repeats`` timed batches after one warm-up batch; the median is reported.
+Each path runs ``--repeats`` timed batches after one warm-up batch, the paths taking turns;
+the median is reported.
 The engine runs with the default ``train`` speed options (channels-last on); the autograd
 path is code base A's (contiguous tensors). ``--scale-steps k`` divides T1 and T2 by k and
 ``--mbs`` overrides the batch size, for a quick look at the CIFAR configuration on a CPU; the
@@ -104,17 +105,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_batches(fn, device: torch.device, repeats: int) -> float:
-    """Median seconds per call after one warm-up call."""
-    fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def time_paths(paths: dict, device: torch.device, repeats: int) -> dict[str, float]:
+    """Median seconds per call of every path, after one warm-up call each. The paths take
+    turns within every repeat, so that a machine shared with other jobs loads them alike."""
+    times: dict[str, list[float]] = {label: [] for label in paths}
+    for fn in paths.values():
         fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    sync(device)
+    for _ in range(repeats):
+        for label, fn in paths.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[label].append(time.perf_counter() - t0)
+    return {label: statistics.median(t) for label, t in times.items()}
 
 
 def run(name: str, device: torch.device, repeats: int, scale_steps: int, mbs: int | None,
@@ -138,24 +142,26 @@ def run(name: str, device: torch.device, repeats: int, scale_steps: int, mbs: in
         apply_speed_options(train, model)
         ep = EPRule(rule_run)
         gen = torch.Generator().manual_seed(0)
-        return lambda: ep.compute_grads(model, x, y, gen)
+
+        def batch():  # TF32 is a global switch: set it for this path only
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = train.tf32
+            ep.compute_grads(model, x, y, gen)
+        return batch
 
     default = TrainConfig()
-    results = {"engine": time_batches(engine(default), device, repeats)}
+    paths = {"engine": engine(default)}
     if variants:
         flips = [("channels_last", not default.channels_last)]
         if device.type == "cuda":
             flips += [("tf32", not default.tf32), ("compile", not default.compile)]
         for option, value in flips:
-            results[f"engine {option}={value}"] = time_batches(
-                engine(replace(default, **{option: value})), device, repeats)
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = default.tf32
+            paths[f"engine {option}={value}"] = engine(replace(default, **{option: value}))
         if device.type == "cuda":
-            results["engine all on"] = time_batches(
-                engine(replace(default, tf32=True, channels_last=True, compile=True)), device, repeats)
+            paths["engine all on"] = engine(replace(default, tf32=True, channels_last=True, compile=True))
     if not skip_autograd:
         model = build(name, device)
-        results["autograd"] = time_batches(lambda: autograd_batch(model, x, y, rule_run), device, repeats)
+        paths["autograd"] = lambda: autograd_batch(model, x, y, rule_run)
+    results = time_paths(paths, device, repeats)
     for label, t in results.items():
         line = f"{label:>22}: {1000 * t:10.1f} ms/batch"
         if project != 1:
