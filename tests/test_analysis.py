@@ -1,0 +1,234 @@
+"""Analysis on a small real search (Ray num_cpus=2, Optuna, ASHA, MLflow SQLite) made here:
+the tidy frame, the summary numbers recomputed from the raw per-trial files, plots, MLflow as
+a second source, export + exact rerun, and the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+pytestmark = pytest.mark.slow
+
+ray = pytest.importorskip("ray")
+
+from analysis.load import load_mlflow_of, load_results  # noqa: E402
+from analysis.plots import make_plots  # noqa: E402
+from analysis.tables import beta_edges, over_seeds, summarize  # noqa: E402
+from eqsearch.cli import main  # noqa: E402
+from eqsearch.search import results as R  # noqa: E402
+from eqsearch.search.space import spec_from_tree  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIALS = 6
+EPOCHS = 3
+
+
+def tiny_space() -> dict:
+    """The quickstart space on a small VF-MLP with the GDU check on: every table has data."""
+    tree = yaml.safe_load((ROOT / "search_spaces" / "quickstart.yaml").read_text())
+    tree["name"] = "analysis-test"
+    tree["base"]["data"]["max_batches"] = 6
+    tree["base"]["model"].update(kind="vf_mlp", archi=[64, 32, 10])
+    tree["base"]["train"].update(epochs=EPOCHS, check_thm=True)
+    tree["space"]["model.loss"] = {"choice": ["mse", "cel"]}
+    tree["search"].update(num_samples=TRIALS, seed=1)
+    tree["tracking"]["experiment"] = "analysis-test"
+    return tree
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    from eqsearch.search import driver
+
+    tmp = tempfile.mkdtemp(prefix="eqs-ray-", dir="/tmp")
+    driver.quiet()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=tmp,
+             logging_level="ERROR")
+    try:
+        folder = tmp_path_factory.mktemp("analysis") / "results"
+        driver.run_search(spec_from_tree(tiny_space(), "analysis-test.yaml"), folder, show=False,
+                          notify=lambda m: None)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def search(results):
+    return load_results(results)
+
+
+def raw_trials(results: Path) -> dict[str, dict]:
+    """Per trial, straight from Tune's files: sampled params, every reported epoch."""
+    out = {}
+    for folder in sorted((results / R.TUNE_DIR / "analysis-test").glob("ep_*")):
+        params = json.loads((folder / "params.json").read_text())
+        reports = [json.loads(line) for line in (folder / "result.json").read_text().splitlines() if line.strip()]
+        out[folder.name] = {"params": params, "reports": reports, "last": reports[-1]}
+    return out
+
+
+def test_one_row_per_trial_with_the_right_stop_reason(search, results):
+    raw = raw_trials(results)
+    t = search.trials
+    assert len(t) == TRIALS == len(raw) and t["trial_name"].is_unique
+    for row in t.to_dict("records"):
+        trial = raw[row["trial_name"]]
+        epochs = len(trial["reports"])
+        assert row["epochs_run"] == epochs
+        assert row["stop_reason"] == (R.COMPLETED if epochs == EPOCHS else R.ASHA_STOPPED)
+        assert row["test_acc"] == trial["last"]["test_acc"]
+        assert row["wall_seconds"] == pytest.approx(sum(r["epoch_seconds"] for r in trial["reports"]))
+        phases = 2 if trial["params"]["rule.estimator"] == "symmetric" else 1
+        steps = 20 + trial["params"]["rule.T2"] * phases  # base rule.T1 is 20
+        assert row["relaxation_steps"] == epochs * 6 * steps  # 6 batches per epoch (data.max_batches)
+    assert set(t["stop_reason"]) == {R.COMPLETED, R.ASHA_STOPPED}
+    assert len(search.curves) == t["epochs_run"].sum()
+    assert {"angle_B1", "gdu_angle", "gdu_rel_error"} <= set(t.columns)
+    assert "config.optim.lrs[0]" in search.searched() and "config.model.loss" in search.searched()
+
+
+def test_summary_numbers_equal_those_recomputed_from_raw_results(search, results):
+    raw = raw_trials(results)
+    s = summarize(search.trials, "test_acc", "max", searched=search.searched())
+    acc = {n: r["last"]["test_acc"] for n, r in raw.items()}
+    est = {n: r["params"]["rule.estimator"] for n, r in raw.items()}
+    beta = {n: r["params"]["rule.beta"] for n, r in raw.items()}
+    loss = {n: r["params"]["model.loss"] for n, r in raw.items()}
+
+    edges = beta_edges(search.trials["config.rule.beta"])
+    assert edges[0] <= min(beta.values()) and max(beta.values()) < edges[-1]
+    table = s.tables["by_estimator_beta"]
+    assert table["n"].sum() == TRIALS
+    for row in table.itertuples(index=False):
+        lo, hi = (float(x) for x in row.beta_bin.strip("[)").split(","))
+        vals = [acc[n] for n in raw if est[n] == row.estimator and lo <= beta[n] < hi]
+        assert row.n == len(vals)
+        assert row.mean == pytest.approx(np.mean(vals), abs=1e-12)
+        assert row.max == max(vals)
+        if len(vals) > 1:
+            assert row.std == pytest.approx(np.std(vals, ddof=1), abs=1e-12)
+        else:
+            assert math.isnan(row.std)
+
+    for row in s.tables["by_loss"].itertuples(index=False):
+        vals = [acc[n] for n in raw if loss[n] == row[0]]
+        assert (row.n, row.mean) == (len(vals), pytest.approx(np.mean(vals), abs=1e-12))
+
+    angle = {n: np.mean([v for k, v in r["last"].items() if k.startswith("angle_B")]) for n, r in raw.items()}
+    table = s.tables["by_weight_angle"]
+    assert table["n"].sum() == TRIALS
+    for row in table.itertuples(index=False):
+        lo, hi = (float(x) for x in row.angle_bin.strip("[)").split(","))
+        vals = [acc[n] for n in raw if lo <= angle[n] < hi]
+        assert (row.n, row.mean) == (len(vals), pytest.approx(np.mean(vals), abs=1e-12))
+
+    corr = s.tables["gradient_angle_correlation"].set_index("diagnostic")
+    names = sorted(raw)
+    x = [raw[n]["last"]["gdu_angle"] for n in names]
+    y = [acc[n] for n in names]
+    assert corr.loc["gdu_angle", "n"] == TRIALS
+    assert corr.loc["gdu_angle", "pearson"] == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-9)
+
+    stops = s.tables["stop_reasons"].set_index("stop_reason")["n"]
+    assert stops.sum() == TRIALS and stops[R.COMPLETED] == sum(len(r["reports"]) == EPOCHS for r in raw.values())
+
+
+def test_mean_and_std_over_seeds_of_repeated_configurations(search):
+    twice = search.trials.copy()
+    twice["config.train.seed"] = 1
+    twice["test_acc"] = twice["test_acc"] - 0.1
+    both = pd.concat([search.trials, twice], ignore_index=True)
+    table = over_seeds(both, "test_acc", [])
+    assert len(table) == TRIALS and (table["n"] == 2).all()
+    assert np.allclose(table["std"], np.std([0.0, 0.1], ddof=1))
+    assert over_seeds(search.trials, "test_acc", []) is None
+
+
+def test_mlflow_source_gives_the_same_trials(search, results):
+    m = load_mlflow_of(results)
+    assert len(m.trials) == len(search.trials)
+    a = search.trials.set_index("trial_id").sort_index()
+    b = m.trials.set_index("trial_id").sort_index()
+    assert list(a.index) == list(b.index)
+    assert (a["test_acc"] == b["test_acc"]).all() and (a["stop_reason"] == b["stop_reason"]).all()
+    assert (a["epochs_run"] == b["epochs_run"]).all() and (a["gdu_angle"] == b["gdu_angle"]).all()
+    assert all(search.configs[k] == m.configs[k] for k in search.configs)
+    assert (m.metric, m.mode) == ("test_acc", "max")
+
+
+def test_plots_are_written(search, tmp_path):
+    made, skipped = make_plots(search, tmp_path)
+    assert skipped == {}
+    assert set(made) == {"learning_curves", "metric_vs_beta", "metric_vs_angle", "importance",
+                         "parallel_coordinates", "rungs"}
+    for path in made.values():
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, path
+
+
+def test_exported_configs_rerun_to_the_same_final_accuracy(search, results, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["export", str(results), "--top", str(TRIALS), "--out", str(tmp_path / "exp")])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("eqsearch train --config ") == TRIALS
+    t = search.trials.set_index("trial_name")
+    exported = sorted((tmp_path / "exp").glob("*.yaml"))
+    # the best trial, and one ASHA stopped (rerun with the epochs it ran)
+    stopped = next(p for p in exported if t.loc[p.stem[3:], "stop_reason"] == R.ASHA_STOPPED)
+    for path in (exported[0], stopped):
+        name = path.stem[3:]
+        assert yaml.safe_load(path.read_text())["train"]["epochs"] == t.loc[name, "epochs_run"]
+        run = tmp_path / f"rerun-{name}"
+        r = runner.invoke(main, ["train", "--config", str(path), "--out", str(run), "--quiet"])
+        assert r.exit_code == 0, r.output
+        from eqsearch.training import read_metrics
+
+        assert read_metrics(run)[-1]["test_acc"] == t.loc[name, "test_acc"]
+        assert read_metrics(run)[-1]["train_loss"] == t.loc[name, "train_loss"]
+
+
+def test_cli_summarize_report_compare(results, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["summarize", str(results), "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    assert "by_estimator_beta" in r.output
+    for name in ("by_estimator_beta", "by_loss", "by_weight_angle", "gradient_angle_correlation", "top_trials"):
+        assert (tmp_path / "s" / f"{name}.csv").stat().st_size > 0
+    assert "## by_estimator_beta" in (tmp_path / "s" / "summary.md").read_text()
+    assert len(list((tmp_path / "s" / "plots").glob("*.png"))) == 6
+
+    r = runner.invoke(main, ["report", str(results), "--out", str(tmp_path / "rep" / "report.html")])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert page.count("<img src='plots/") == 6 and "<h2>by_estimator_beta</h2>" in page
+
+    uri = json.loads((results / R.STATE_FILE).read_text())["mlflow_uri"]
+    r = runner.invoke(main, ["compare", str(results), "mlflow:analysis-test", "--mlflow-uri", uri,
+                             "--out", str(tmp_path / "cmp")])
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(tmp_path / "cmp" / "by_estimator_beta.csv")
+    assert set(table["search"]) == {"analysis-test#1", "analysis-test#2"}
+    a, b = (table[table["search"] == s].drop(columns="search").reset_index(drop=True) for s in sorted(set(table["search"])))
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_bad_input_is_one_error_line(results, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["summarize", str(tmp_path)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert f"{tmp_path}: not the results folder of a search" in r.output
+    r = runner.invoke(main, ["summarize", str(results), "--metric", "accuracy"])
+    assert r.exit_code == 2 and "metric 'accuracy': unknown; allowed:" in r.output and "test_acc" in r.output
+    r = runner.invoke(main, ["export", "mlflow:nope", "--mlflow-uri", f"sqlite:///{results / R.MLFLOW_DB}"])
+    assert r.exit_code == 2 and "no MLflow experiment 'nope'; allowed: " in r.output
