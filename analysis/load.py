@@ -31,7 +31,7 @@ import pandas as pd
 import yaml
 
 from analysis.cost import relaxation_steps
-from eqsearch.config import ConfigError, RunConfig, from_dict
+from eqsearch.config import ConfigError, RunConfig, from_dict, load_config
 from eqsearch.search import results as R
 from eqsearch.training import CONFIG_FILE, read_metrics
 
@@ -170,8 +170,6 @@ def _trial_config(folder: Path, row: dict, trial_cfg: dict) -> RunConfig:
     the trial set from its resources (threads, device)."""
     path = folder / CONFIG_FILE
     if path.is_file():
-        from eqsearch.config import load_config
-
         return load_config(path)
     flat = {k[len("config."):]: v for k, v in row.items() if k.startswith("config.")}
     try:
