@@ -237,7 +237,7 @@ def test_killed_search_resumes(tmp_path):
         assert res.returncode == 0, out
         rows = R.read_trials(results)
         assert len(rows) == 6
-        assert all(r["stop_reason"] in (R.COMPLETED, R.ASHA_STOPPED) for r in rows)
+        assert all(r["stop_reason"] in (R.COMPLETED, R.ASHA_STOPPED) for r in rows), [(r["stop_reason"], r["reason"]) for r in rows]
         by_id = {r["trial_id"]: r for r in rows}
         for tid, r in kept.items():  # finished trials kept as they were, not re-run
             assert by_id[tid]["epochs_run"] == r["epochs_run"]
@@ -251,3 +251,15 @@ def test_killed_search_resumes(tmp_path):
     finally:
         kill_processes_using(ray_tmp)  # orphans of the killed Ray session (by PID)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_gpu_request_on_a_cluster_without_gpus_fails_clearly(ray_session, tmp_path):
+    from eqsearch.search.driver import run_search
+    from eqsearch.search.space import SpecError
+
+    tree = small_quickstart()
+    tree["resources"] = {"cpu": 1, "gpu": 0.5}
+    spec = spec_from_tree(tree, "gpu.yaml")
+    with pytest.raises(SpecError, match=r"gpu.yaml: resources.gpu: got 0.5; allowed: <= 0"):
+        run_search(spec, tmp_path / "r", show=False, notify=lambda m: None)
+    assert not (tmp_path / "r" / R.STATE_FILE).exists()

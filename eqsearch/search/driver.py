@@ -62,11 +62,18 @@ class PruneAwareOptunaSearch(OptunaSearch):
         self._max_epochs = max_epochs
         self._last_epoch: dict[str, int] = {}  # last epoch reported to Optuna, per trial
 
+    def _told_before_kill(self, trial_id: str) -> bool:
+        """Finished in the study after the searcher state was last saved (a resume re-runs it)."""
+        number = self._ot_trials[trial_id].number
+        return self._ot_study.get_trials(deepcopy=False)[number].state.is_finished()
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Record the epoch's value as the Optuna trial's intermediate value (step = epoch)."""
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         epoch, value = int(result["epoch"]), result.get(self.metric)
+        if self._told_before_kill(trial_id):
+            return
         if value is not None and epoch > self._last_epoch.get(trial_id, 0):
             self._ot_trials[trial_id].report(value, epoch)
             self._last_epoch[trial_id] = epoch
@@ -83,10 +90,14 @@ class PruneAwareOptunaSearch(OptunaSearch):
             state, value = TrialState.PRUNED, None
         else:
             state = TrialState.COMPLETE
+        ot_trial = self._ot_trials[trial_id]
+        if self._told_before_kill(trial_id):
+            self._completed_trials.add(trial_id)
+            return
         try:
-            self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
-        except (ValueError, RuntimeError) as exc:  # e.g. a non-finite value
-            self._ot_study.tell(self._ot_trials[trial_id], None, state=TrialState.FAIL)
+            self._ot_study.tell(ot_trial, value, state=state)
+        except ValueError as exc:  # e.g. a non-finite value
+            self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
             logging.getLogger(__name__).warning("optuna: trial %s told as FAIL (%s)", trial_id, exc)
         self._completed_trials.add(trial_id)
 
@@ -156,7 +167,22 @@ class SearchRecorder(tune.Callback):
         self._finish(trial, Path(path).read_text() if path and Path(path).exists() else "error (no error file)")
 
     def on_experiment_end(self, trials, **info) -> None:
+        known = {t.trial_id for t in trials}
+        for trial_id in [t for t in self.rows if t not in known]:  # started after Tune's last saved state,
+            row = self.rows.pop(trial_id)                          # then killed: Tune re-proposed it
+            if row.get("mlflow_run_id"):
+                self.tracker.discard(row["mlflow_run_id"])
+        for trial in trials:  # ended before a kill, after the last row update: no hook ran on resume
+            row = self.rows.get(trial.trial_id)
+            if row and row["stop_reason"] == R.RUNNING and trial.status in ("TERMINATED", "ERROR"):
+                if trial.last_result.get("epoch"):
+                    row["epochs_run"] = int(trial.last_result["epoch"])
+                if trial.status == "ERROR":
+                    self.on_trial_error(0, trials, trial)
+                else:
+                    self._finish(trial, None)
         rows = list(self.rows.values())
+        R.write_trials(self.results, rows)
         s = self.spec.search
         best = R.best_row(rows, s["metric"], s["mode"])
         best_yaml = None
@@ -259,7 +285,7 @@ def _tuner(spec: SearchSpec, results: Path, recorder: SearchRecorder) -> tune.Tu
                                     reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=spec.name, storage_path=str((results / R.TUNE_DIR).resolve()), verbose=0,
                                   callbacks=[recorder],
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # all: after a kill the saved state may name an old one
                                   failure_config=tune.FailureConfig(max_failures=0)))
 
 

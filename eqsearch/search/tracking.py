@@ -98,6 +98,10 @@ class Tracker:
         status = "FINISHED" if reason in (COMPLETED, "asha_stopped") else "FAILED"
         self.client.set_terminated(run_id, status)
 
+    def discard(self, run_id: str) -> None:
+        """Delete the run of a trial that is not part of the search (lost in a kill, re-run)."""
+        self.client.delete_run(run_id)
+
     def end_search(self, best: dict | None, best_yaml: Path | None, trials_csv: Path) -> None:
         if best is not None:
             self.client.set_tag(self.parent, "eqsearch.best_trial", best["trial_id"])
