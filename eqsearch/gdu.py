@@ -78,7 +78,7 @@ def ep_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2:
     th, ne = [], []
     for _ in range(T2):
         new = model.step(state, drive, beta, y)
-        th.append(model.contrast(x, y, state, beta, new, beta, -1.0 / beta, pre=pre))
+        th.append(model.contrast(x, y, state, beta, new, beta, -1.0 / beta, pre=pre, drive=drive))
         ne.append([(n - s) / beta for s, n in zip(state, new)])
         state = new
     out = {name: torch.stack([step[j] for step in th]) for j, name in enumerate(names)}

@@ -63,10 +63,7 @@ def contrast(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, a: State, bet
              drive: State | None = None) -> list[torch.Tensor]:
     """EP estimate of +∂L/∂θ: −[G(b, β_b) − G(a, β_a)] / (β_b − β_a). ``drive`` (the batch's
     input drive) carries per-batch draws such as dropout masks into G."""
-    ga = model.dphi_dtheta(x, a, beta_a, y, pre=pre, drive=drive)
-    gb = model.dphi_dtheta(x, b, beta_b, y, pre=pre, drive=drive)
-    scale = -1.0 / (beta_b - beta_a)
-    return [(q - p) * scale for p, q in zip(ga, gb)]
+    return model.contrast(x, y, a, beta_a, b, beta_b, -1.0 / (beta_b - beta_a), pre=pre, drive=drive)
 
 
 def write_grads(model: EnergyModel, grads: list[torch.Tensor]) -> None:

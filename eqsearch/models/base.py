@@ -68,14 +68,15 @@ class EnergyModel(nn.Module):
         raise NotImplementedError
 
     def contrast(self, x: torch.Tensor, y: torch.Tensor | None, a: State, beta_a: Beta, b: State,
-                 beta_b: Beta, scale: float, pre: State | None = None) -> list[torch.Tensor]:
+                 beta_b: Beta, scale: float, pre: State | None = None,
+                 drive: State | None = None) -> list[torch.Tensor]:
         """scale · [∂Φ̄_{β_b}/∂θ(b) − ∂Φ̄_{β_a}/∂θ(a)], aligned with ``parameters()``.
 
         The EP estimate of +∂L/∂θ is this with scale = −1/(β_b − β_a). Subclasses may
         override it with a fused form; the default evaluates :meth:`dphi_dtheta` twice.
         """
-        ga = self.dphi_dtheta(x, a, beta_a, y, pre=pre)
-        gb = self.dphi_dtheta(x, b, beta_b, y, pre=pre)
+        ga = self.dphi_dtheta(x, a, beta_a, y, pre=pre, drive=drive)
+        gb = self.dphi_dtheta(x, b, beta_b, y, pre=pre, drive=drive)
         return [(q - p) * scale for p, q in zip(ga, gb)]
 
     def synapse_groups(self) -> list[list[nn.Parameter]]:

@@ -107,7 +107,7 @@ class MLP(EnergyModel):
             grads += [state[i].t() @ pre[i + 1] / n for i in range(len(state) - 1)]
         return grads
 
-    def contrast(self, x, y, a, beta_a, b, beta_b, scale, pre=None):
+    def contrast(self, x, y, a, beta_a, b, beta_b, scale, pre=None, drive=None):
         """Fused form: per weight one matmul [c·post_b; −c·post_a]ᵀ @ [pre_b; pre_a] (c = scale/B),
         so the (n_l × n_{l−1}) matrices are formed once (the loss term has no θ here)."""
         x = x.flatten(1)
