@@ -20,7 +20,9 @@ from pathlib import Path
 for _k, _v in {"RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "1",
                "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
                "TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S": "600",
-               "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0", "TUNE_PRINT_ALL_TRIAL_ERRORS": "0", "RAY_USAGE_STATS_ENABLED": "0"}.items():
+               "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0", "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",
+               "TUNE_GLOBAL_CHECKPOINT_S": "2",  # save experiment state often: less to redo after a kill
+               "RAY_USAGE_STATS_ENABLED": "0"}.items():
     os.environ.setdefault(_k, _v)
 
 import optuna  # noqa: E402
@@ -122,6 +124,7 @@ class SearchRecorder(tune.Callback):
 
     def _init_runtime(self) -> None:
         self.rows: dict[str, dict] = {}
+        self.final: set[str] = set()
         self.history: dict[str, list[dict]] = {}
         self.tracker: Tracker | None = None
         self.console: SearchConsole | None = None
@@ -136,6 +139,8 @@ class SearchRecorder(tune.Callback):
 
     def setup(self, **info) -> None:
         self.rows = {r["trial_id"]: r for r in R.read_trials(self.results)}
+        # finished before a kill but after Tune last saved its state: Tune re-runs them; keep our record
+        self.final = {t for t, r in self.rows.items() if r["stop_reason"] != R.RUNNING}
         self.tracker = Tracker(self.uri, self.spec.tracking["experiment"], self.parent)
         if self.resumed:
             self.tracker.reopen()
@@ -146,10 +151,14 @@ class SearchRecorder(tune.Callback):
 
     # ------------------------------------------------------------------ Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        if trial.trial_id in self.final:
+            return
         self._row(trial)
         self._save()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if trial.trial_id in self.final:
+            return
         metrics = {k: v for k, v in result.items() if k in EPOCH_KEYS or k.startswith(("angle_", "gdu_"))}
         row = self._row(trial)
         row.update({k: v for k, v in metrics.items() if k in EPOCH_KEYS})
@@ -210,6 +219,8 @@ class SearchRecorder(tune.Callback):
         return row
 
     def _finish(self, trial, error_text: str | None) -> None:
+        if trial.trial_id in self.final:
+            return
         row = self._row(trial)
         reason, detail = R.stop_reason(int(row["epochs_run"] or 0), self.spec.max_epochs, error_text, True)
         row.update(status="ERROR" if error_text else "TERMINATED", stop_reason=reason, reason=detail)
