@@ -24,6 +24,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from eqsearch.search import results as R  # noqa: E402
 from eqsearch.search.space import spec_from_tree  # noqa: E402
+from eqsearch.training import read_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,6 +72,10 @@ def test_quickstart_runs_trials_and_asha_stops_some(quickstart):
         assert int(r["epochs_run"]) == (expected or int(r["epochs_run"]))
         if r["stop_reason"] == R.ASHA_STOPPED:
             assert int(r["epochs_run"]) < spec.max_epochs
+        # every trial folder holds the engine's run folder, reused actors included
+        folder = outcome.results / R.TUNE_DIR / spec.name / r["trial_name"]
+        assert len(read_metrics(folder)) == int(r["epochs_run"]), folder
+        assert (folder / "config.yaml").is_file()
     assert outcome.best is not None and (outcome.results / R.BEST_FILE).exists()
     assert yaml.safe_load((outcome.results / R.BEST_FILE).read_text())["data"]["dataset"] == "digits"
 
@@ -226,11 +231,14 @@ def test_killed_search_resumes(tmp_path):
             if len(finished) >= 2:
                 break
             time.sleep(0.2)
-        assert proc.poll() is None, "search ended before it could be killed:\n" + proc.stdout.read()
         assert len(finished) >= 2
+        # Tune saves its experiment state every TUNE_GLOBAL_CHECKPOINT_S (2 s): trials that ended
+        # more than one period before the kill are in it and must be kept as they were
+        time.sleep(3.0)
+        assert proc.poll() is None, "search ended before it could be killed:\n" + proc.stdout.read()
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        kept = {r["trial_id"]: r for r in R.read_trials(results) if r["stop_reason"] != R.RUNNING}
+        kept = {r["trial_id"]: r for r in finished}
 
         res = run_cli("resume", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
         out, _ = res.communicate(timeout=300)

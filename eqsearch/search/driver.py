@@ -296,6 +296,9 @@ def _tuner(spec: SearchSpec, results: Path, recorder: SearchRecorder) -> tune.Tu
                                     reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=spec.name, storage_path=str((results / R.TUNE_DIR).resolve()), verbose=0,
                                   callbacks=[recorder],
+                                  # a reused actor's trial folder is its working directory, which
+                                  # Tune copies to storage only with sync_artifacts
+                                  sync_config=tune.SyncConfig(sync_artifacts=True),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # all: after a kill the saved state may name an old one
                                   failure_config=tune.FailureConfig(max_failures=0)))
 
