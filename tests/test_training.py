@@ -81,6 +81,7 @@ def test_seed_mnist_command_reaches_91_5_percent(shared_data, tmp_path):
     assert read_metrics(tmp_path)[-1]["test_acc"] >= 0.915
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\(\)`")
 def test_cosine_schedule_follows_code_base_a_and_freezes_after_100_epochs():
     from eqsearch.optim import step_scheduler
 
