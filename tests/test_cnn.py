@@ -204,6 +204,17 @@ def test_same_update_keeps_w_minus_b_constant():
     assert set(m.angles()) == {"angle_B1"}
 
 
+def test_bptt_keeps_true_gradients_under_same_update():
+    """Same-update averages EP's W/B updates only; BPTT's gradients are left as they are."""
+    from eqsearch.config import RuleConfig
+    from eqsearch.rules import BPTTRule
+
+    m = make("vf_cnn", "max_pad10_mse", same_update=True)
+    x, _, y = random_batch(m)
+    BPTTRule(RuleConfig(alg="bptt", T1=6, T2=3)).compute_grads(m, x, y, torch.Generator())
+    assert not torch.allclose(m.W[1].weight.grad, m.B[0].weight.grad)
+
+
 def test_vf_without_same_update_moves_w_and_b_differently():
     cfg = from_dict(cnn_config(**{"model.kind": "vf_cnn", "data.max_batches": 2, "train.epochs": 1}))
     trainer = Trainer(cfg, data=synthetic(64))

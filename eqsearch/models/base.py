@@ -89,7 +89,8 @@ class EnergyModel(nn.Module):
         return {}
 
     def postprocess_grads(self) -> None:
-        """Hook run after the rule wrote ``p.grad`` (e.g. VF-CNN same-update)."""
+        """Hook run after the EP rule wrote ``p.grad`` (e.g. VF-CNN same-update); BPTT keeps
+        the true gradients, as in code base A."""
 
 
 def tile_batch(tensors: Sequence[torch.Tensor], k: int) -> State:
