@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Callable
 
 from eqsearch.config import ConfigError, ModelConfig
-from eqsearch.models.base import EnergyModel, State, residual, tile_batch
+from eqsearch.models.base import EnergyModel, State, residual, tile_batch, weight_angle
 from eqsearch.models.cnn import CNN, VFCNN
-from eqsearch.models.mlp import MLP, VFMLP, weight_angle
+from eqsearch.models.mlp import MLP, VFMLP
 
 __all__ = ["EnergyModel", "State", "MLP", "VFMLP", "CNN", "VFCNN", "build_model", "synapse_count",
            "residual", "tile_batch", "weight_angle"]

@@ -93,6 +93,33 @@ class EnergyModel(nn.Module):
         the true gradients, as in code base A."""
 
 
+class VectorField:
+    """Mixin of vector-field models: backward weights ``B[k]`` mirror the forward synapse
+    ``W[k+1]``; they share its optimizer group and their angle to it is a metric."""
+
+    vector_field = True
+
+    def mirrored_forward(self, k: int) -> torch.Tensor:
+        """The forward weight that ``B[k]`` mirrors, in ``B[k].weight``'s layout."""
+        raise NotImplementedError
+
+    def synapse_groups(self):
+        groups = super().synapse_groups()
+        for k, b in enumerate(self.B):
+            groups[k + 1].append(b.weight)
+        return groups
+
+    def angles(self) -> dict[str, float]:
+        return {f"angle_B{k + 1}": weight_angle(b.weight, self.mirrored_forward(k)) for k, b in enumerate(self.B)}
+
+
+def weight_angle(a: torch.Tensor, b: torch.Tensor) -> float:
+    """arccos(⟨a, b⟩_F / (‖a‖_F ‖b‖_F)) in degrees."""
+    a, b = a.detach(), b.detach()
+    cos = (a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-30)
+    return float(torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0))))
+
+
 def tile_batch(tensors: Sequence[torch.Tensor], k: int) -> State:
     """Repeat every tensor k times along the batch dimension: (B, ...) -> (kB, ...)."""
     return [t.repeat(k, *([1] * (t.dim() - 1))) for t in tensors]

@@ -47,8 +47,7 @@ from torch import nn
 from eqsearch.activations import get_activation
 from eqsearch.config import ConfigError
 from eqsearch.losses import loss_grad, loss_per_sample
-from eqsearch.models.base import Beta, EnergyModel, State, scale_init
-from eqsearch.models.mlp import weight_angle
+from eqsearch.models.base import Beta, EnergyModel, State, VectorField, scale_init
 from eqsearch.models.pooling import pool, pool_adjoint, pooled_size
 
 
@@ -299,15 +298,13 @@ class CNN(EnergyModel):
         return [list(w.parameters()) for w in self.W]
 
 
-class VFCNN(CNN):
+class VFCNN(VectorField, CNN):
     """Vector-field CNN (VF_CNN): backward weights ``B[k]`` shaped like ``W[k+1]``.
 
     ``same_update``: the update is computed from unmixed φ (``pre`` ignored) and the weight
     gradients of ``B[k]`` and ``W[k+1]`` are both replaced by their average, so that W − B
     changes only through weight decay / momentum (reference §2.5).
     """
-
-    vector_field = True
 
     def __init__(self, *args, same_update: bool = False, scale: float | None = None, **kwargs):
         super().__init__(*args, scale=None, **kwargs)
@@ -352,12 +349,5 @@ class VFCNN(CNN):
             avg = 0.5 * (w.grad + b.weight.grad)
             w.grad, b.weight.grad = avg, avg.clone()
 
-    def synapse_groups(self):
-        groups = super().synapse_groups()
-        for k, b in enumerate(self.B):
-            groups[k + 1].append(b.weight)
-        return groups
-
-    def angles(self) -> dict[str, float]:
-        return {f"angle_B{k + 1}": weight_angle(b.weight, self.W[k + 1].weight)
-                for k, b in enumerate(self.B)}
+    def mirrored_forward(self, k: int) -> torch.Tensor:
+        return self.W[k + 1].weight

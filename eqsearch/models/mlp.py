@@ -25,7 +25,7 @@ from torch import nn
 
 from eqsearch.activations import IDENTITY, Activation, get_activation
 from eqsearch.losses import loss_grad, loss_per_sample
-from eqsearch.models.base import Beta, EnergyModel, State, scale_init
+from eqsearch.models.base import Beta, EnergyModel, State, VectorField, scale_init
 
 
 class MLP(EnergyModel):
@@ -128,10 +128,8 @@ class MLP(EnergyModel):
         return [list(w.parameters()) for w in self.W]
 
 
-class VFMLP(MLP):
+class VFMLP(VectorField, MLP):
     """Vector-field MLP (VF_MLP): backward weights B_l untied from W_{l+1}ᵀ."""
-
-    vector_field = True
 
     def __init__(self, archi: list[int], act: str = "mysig", loss: str = "mse",
                  scale: float | None = None):
@@ -142,15 +140,8 @@ class VFMLP(MLP):
     def feedback_weight(self, i: int) -> torch.Tensor:
         return self.B[i].weight.t()
 
-    def synapse_groups(self):
-        groups = super().synapse_groups()
-        for k, b in enumerate(self.B):
-            groups[k + 1].append(b.weight)
-        return groups
-
-    def angles(self) -> dict[str, float]:
-        return {f"angle_B{k + 1}": weight_angle(b.weight, self.W[k + 1].weight.t())
-                for k, b in enumerate(self.B)}
+    def mirrored_forward(self, k: int) -> torch.Tensor:
+        return self.W[k + 1].weight.t()
 
 
 def _outer_difference(post_b, post_a, pre_b, pre_a, c: float) -> torch.Tensor:
@@ -158,10 +149,3 @@ def _outer_difference(post_b, post_a, pre_b, pre_a, c: float) -> torch.Tensor:
     if pre_a is pre_b:
         return ((post_b - post_a) * c).t() @ pre_b
     return torch.cat([post_b * c, post_a * -c]).t() @ torch.cat([pre_b, pre_a])
-
-
-def weight_angle(a: torch.Tensor, b: torch.Tensor) -> float:
-    """arccos(⟨a, b⟩_F / (‖a‖_F ‖b‖_F)) in degrees."""
-    a, b = a.detach(), b.detach()
-    cos = (a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-30)
-    return float(torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0))))
