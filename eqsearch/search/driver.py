@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -321,14 +322,16 @@ def run_search(spec: SearchSpec, results: Path, *, address: str | None = None, d
     if (results / R.STATE_FILE).exists():
         raise SpecError(f"{results}: already holds a search; allowed: a new --results folder, "
                         f"or `eqsearch resume {results}`")
-    ray_session = start_ray(address, dashboard, num_cpus)
+    results.mkdir(parents=True, exist_ok=True)
+    uri = store_uri(results, spec.tracking["mlflow_uri"])
+    with ThreadPoolExecutor(1) as pool:  # a new SQLite store migrates for seconds: overlap it with ray.init
+        opening = pool.submit(Tracker, uri, spec.tracking["experiment"])
+        ray_session = start_ray(address, dashboard, num_cpus)
+        tracker = opening.result()
     quiet()  # again: ray.init configures its loggers
     try:
         check_resources(spec)
-        results.mkdir(parents=True, exist_ok=True)
         spec.to_yaml(results / R.SPACE_FILE)
-        uri = store_uri(results, spec.tracking["mlflow_uri"])
-        tracker = Tracker(uri, spec.tracking["experiment"])
         parent = tracker.start_search(spec.name, {**spec.search, **spec.resources, "trainable": spec.trainable},
                                       results / R.SPACE_FILE)
         tune_path = results / R.TUNE_DIR / spec.name
