@@ -35,7 +35,12 @@ class Activation:
     shift: float = 0.0
 
     def __call__(self, g: torch.Tensor) -> torch.Tensor:
-        return self.outer(self.gain * g + self.shift)
+        """σ(g); the affine map costs a pass over g only when it is not the identity."""
+        if self.gain != 1.0:
+            g = g * self.gain
+        if self.shift != 0.0:
+            g = g + self.shift
+        return self.outer(g)
 
 
 ACTIVATIONS: dict[str, Activation] = {

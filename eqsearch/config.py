@@ -141,7 +141,6 @@ class RunConfig:
         return from_dict(self.to_dict(), overrides)
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(RunConfig)}
 _SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "rule": RuleConfig,
                   "optim": OptimConfig, "train": TrainConfig}
 

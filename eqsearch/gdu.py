@@ -24,7 +24,6 @@ error = fraction of (t, element) entries with EP·BPTT < 0; and the angle (degre
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,14 +31,6 @@ import torch
 from eqsearch.losses import loss_per_sample
 from eqsearch.models import EnergyModel
 from eqsearch.rules import free_phase, relax
-
-
-@dataclass
-class GDUSeries:
-    """Time series keyed by parameter name or neuron layer ``s1..sN``: (T2, *shape)."""
-
-    ep: dict[str, torch.Tensor] = field(default_factory=dict)
-    bptt: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def bptt_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2: int) -> dict:

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from eqsearch.config import RunConfig, TrainConfig, from_dict, load_config
+from eqsearch.config import RunConfig, TrainConfig, load_config
 from eqsearch.data import Dataset, augment, batches, load_dataset, num_batches
 from eqsearch.losses import loss_per_sample
 from eqsearch.models import build_model

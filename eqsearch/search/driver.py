@@ -127,6 +127,7 @@ class SearchRecorder(tune.Callback):
         self.rows: dict[str, dict] = {}
         self.final: set[str] = set()
         self.history: dict[str, list[dict]] = {}
+        self.opened: set[str] = set()  # trials whose MLflow run this driver session has opened
         self.tracker: Tracker | None = None
         self.console: SearchConsole | None = None
 
@@ -214,9 +215,10 @@ class SearchRecorder(tune.Callback):
                    "time_total_s": 0.0, "trial_dir": trial.path,
                    **{f"config.{k}": v for k, v in cfg.flat().items()}}
             self.rows[trial.trial_id] = row
-        if not row.get("mlflow_run_id") or row["stop_reason"] == R.RUNNING:
+        if trial.trial_id not in self.opened:  # once per driver session (re-opened after a resume)
             row["mlflow_run_id"] = self.tracker.trial_run(trial.trial_id, str(trial),
                                                           self.spec.run_config(trial.config))
+            self.opened.add(trial.trial_id)
         return row
 
     def _finish(self, trial, error_text: str | None) -> None:
