@@ -6,6 +6,7 @@ turn it into tables, PNGs, rerunnable configs and a page. The CLI is ``eqsearch 
 ``compare``, ``export`` and ``report``.
 """
 
-from analysis.load import AnalysisError, Search, load_mlflow, load_results, load_search
+from analysis.load import Search, load_mlflow, load_results, load_search
+from eqsearch.errors import AnalysisError
 
 __all__ = ["AnalysisError", "Search", "load_mlflow", "load_results", "load_search"]

@@ -14,7 +14,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.load import AnalysisError, Search
+from analysis.load import Search
+from eqsearch.errors import AnalysisError
 from analysis.tables import check_metric, fmt, usable
 
 

@@ -31,7 +31,8 @@ import pandas as pd
 import yaml
 
 from analysis.cost import relaxation_steps
-from eqsearch.config import ConfigError, RunConfig, from_dict, load_config
+from eqsearch.config import RunConfig, from_dict, load_config, resource_overrides
+from eqsearch.errors import AnalysisError, ConfigError
 from eqsearch.search import results as R
 from eqsearch.training import CONFIG_FILE, read_metrics
 
@@ -39,10 +40,6 @@ TUNE_RESULT_FILE = "result.json"  # Tune's per-trial log: one JSON line per repo
 TRIAL_TAG = "eqsearch.trial_id"
 STOP_TAG = "eqsearch.stop_reason"
 REASON_TAG = "eqsearch.reason"
-
-
-class AnalysisError(ValueError):
-    """The input is not a search (or names an unknown metric or field)."""
 
 
 @dataclass
@@ -85,7 +82,7 @@ def trial_record(search: str, trial_id: str, trial_name: str, stop_reason: str, 
     row["best_epoch"] = best_epoch
     row["wall_seconds"] = sum(m.get("epoch_seconds") or 0.0 for m in history)
     row["relaxation_steps"] = relaxation_steps(cfg, epochs_run)
-    row["estimator"] = "bptt" if cfg.rule.alg == "bptt" else cfg.rule.estimator
+    row["estimator"] = cfg.rule.label
     row.update(flat_config(cfg))
     return row
 
@@ -158,11 +155,10 @@ def load_results(results: str | Path) -> Search:
 def _search_settings(results: Path) -> tuple[str, str, dict]:
     """(metric, mode, run config fields each trial's resources set) from the search's space."""
     from eqsearch.search.space import load_spec
-    from trainables.common import trial_overrides
 
     spec = load_spec(results / R.SPACE_FILE)
     res = spec.resources
-    return spec.search["metric"], spec.search["mode"], trial_overrides(res["cpu"], res["gpu"])
+    return spec.search["metric"], spec.search["mode"], resource_overrides(res["cpu"], res["gpu"])
 
 
 def _trial_config(folder: Path, row: dict, trial_cfg: dict) -> RunConfig:
@@ -250,9 +246,7 @@ def _latest_search(client, experiment_id: str, uri: str):
 
 
 def _resource_fields(settings: dict[str, str]) -> dict:
-    from trainables.common import trial_overrides
-
-    return trial_overrides(float(settings.get("cpu", 1)), float(settings.get("gpu", 0)))
+    return resource_overrides(float(settings.get("cpu", 1)), float(settings.get("gpu", 0)))
 
 
 def _mlflow_history(client, run) -> list[dict]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.load import AnalysisError
+from eqsearch.errors import AnalysisError
 from eqsearch.search.results import COMPLETED
 
 STATS = ("n", "mean", "std", "min", "max")

@@ -15,7 +15,7 @@ def autograd_step(model: EnergyModel, x, state, beta, y):
     leaves = [s.detach().requires_grad_(True) for s in state]
     pre = [s.detach() for s in state] if model.vector_field else None
     grads = torch.autograd.grad(model.phi(x, leaves, beta, y, pre=pre).sum(), leaves)
-    return [model.layer_activation(i)(g) for i, g in enumerate(grads)]
+    return [model.activation(i)(g) for i, g in enumerate(grads)]
 
 
 def autograd_relax(model, x, state, steps, beta=0.0, y=None):

@@ -10,7 +10,7 @@ Configurations (reference §2.11), on synthetic data of the right shape:
 
 Paths:
 
-- engine: ``EPRule.compute_grads`` (closed-form steps without autograd, ±β as one 2B batch,
+- engine: ``EPRule.estimate`` (closed-form steps without autograd, ±β as one 2B batch,
   closed-form ∂Φ/∂θ).
 - autograd: code base A's way — every step is s ← σ(∂Φ/∂s) with ``torch.autograd.grad`` of
   Φ (output layer linear for cel without read-out), the +β and −β phases run one after the
@@ -145,7 +145,7 @@ def run(name: str, device: torch.device, repeats: int, scale_steps: int, mbs: in
 
         def batch():  # TF32 is a global switch: set it for this path only
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = train.tf32
-            ep.compute_grads(model, x, y, gen)
+            ep.estimate(model, x, y, gen)
         return batch
 
     default = TrainConfig()

@@ -67,7 +67,7 @@ def main() -> None:
         rule = EPRule(RuleConfig(estimator=est, beta=BETA, T1=T1, T2=T2))
         gen = torch.Generator().manual_seed(0)
         torch.manual_seed(0)
-        engine = time_path(lambda m, x, y: rule.compute_grads(m, x, y, gen), MLP(ARCHI), xs, ys, args.repeats)
+        engine = time_path(lambda m, x, y: rule.estimate(m, x, y, gen), MLP(ARCHI), xs, ys, args.repeats)
         torch.manual_seed(0)
         auto = time_path(lambda m, x, y: autograd_ep_grads(m, x, y, T1, T2, BETA, est), MLP(ARCHI), xs, ys,
                          args.repeats)

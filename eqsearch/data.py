@@ -22,11 +22,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from eqsearch.config import ConfigError, DataConfig
-
-
-class DataError(RuntimeError):
-    """A data set cannot be found or read; the message says how to get it."""
+from eqsearch.config import DataConfig
+from eqsearch.errors import ConfigError, DataError
 
 
 @dataclass
@@ -78,11 +75,18 @@ def resolve_root(root: str | None) -> Path:
     return path
 
 
+def _writable(path: Path) -> bool:
+    """Whether eqsearch may write into ``path``: the OS allows it and the folder has write bits
+    (root may write anywhere, yet a folder without write bits, such as a shared data folder, is
+    meant to stay as it is)."""
+    return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o222)
+
+
 def _writable_root(root: Path, folder: str) -> Path:
     """``root`` itself, or a cache copy of ``root/folder/raw`` when ``root`` is read-only."""
-    if os.access(root, os.W_OK) and (not (root / folder).exists() or os.access(root / folder, os.W_OK)):
-        return root
     raw = root / folder / "raw"
+    if _writable(root) and all(_writable(p) for p in (root / folder, raw) if p.exists()):
+        return root
     if not raw.is_dir():
         return root
     cache = Path(os.environ.get("EQSEARCH_CACHE", Path.home() / ".cache" / "eqsearch")) / "data"

@@ -8,7 +8,11 @@ For a batch (x, y), with T1 free steps and T2 nudged steps:
   −∂L/∂s at t steps before the end, per sample (``bptt[s_l][t]``).
 - EP side: from the free state s* (T1 steps), nudged steps s_{t+1} = step(s_t, β) and
     EP_s(t) = (s_{t+1} − s_t) / β,   EP_θ(t) = −[G(s_{t+1}, β) − G(s_t, β)] / β,
-  G = batch-mean ∂Φ/∂θ (both at β, so the loss term cancels). Both sides are in the
+  G = batch-mean ∂Φ/∂θ (both at β, so the loss term cancels). Where the loss depends on θ
+  directly (a softmax read-out), both sides add that direct term to step t = 0
+  (BPTT: the gradient at the final state; EP: −[G(s*, β) − G(s*, 0)] / β), so that each series
+  sums to its whole update. Vector-field models take every step's presynaptic factor from s*
+  (code base A used s_t). Both sides are in the
   "estimate of +∂L/∂θ" convention for θ and "−∂L/∂s" for neurons; the theorem says they
   match as β → 0 for a converged free phase.
 
@@ -28,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from eqsearch.losses import loss_per_sample
+from eqsearch.losses import as_target, loss_per_sample
 from eqsearch.models import EnergyModel
 from eqsearch.rules import free_phase, relax
 
@@ -53,8 +57,12 @@ def bptt_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T
                         for l, g in zip(leaves, grads[len(params):])])
     out = {}
     for j, name in enumerate(names):
-        # contribution of the (t+1)-th last step = S_{t+1} - S_t with S_k the sum over the last k steps
-        out[name] = torch.stack([partial[T2 - t - 1][j] - partial[T2 - t][j] for t in range(T2)])
+        # contribution of the (t+1)-th last step = S_{t+1} - S_t with S_k the sum over the last k
+        # steps; the loss's direct dependence on θ (S_0: a read-out) joins the last step's, so the
+        # series sums to the truncated-BPTT gradient S_{T2}
+        steps = [partial[T2 - t - 1][j] - partial[T2 - t][j] for t in range(T2)]
+        steps[0] = steps[0] + partial[T2][j]
+        out[name] = torch.stack(steps)
     for l in range(len(ref)):
         out[f"s{l + 1}"] = torch.stack([neurons[T2 - t][l] for t in range(T2)])
     return out
@@ -62,17 +70,20 @@ def bptt_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T
 
 @torch.no_grad()
 def ep_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2: int, beta: float) -> dict:
-    names = [n for n, _ in model.named_parameters()]
     drive, state, _ = free_phase(model, x, T1)
     free = state
+    y = as_target(y, model.logits(free).shape[1], free[0].dtype)
     pre = free if model.vector_field else None
+    # the loss's direct dependence on θ at s* (a read-out): −[G(s*, β) − G(s*, 0)] / β, with step 0
+    direct = model.contrast(x, y, free, 0.0, free, beta, -1.0 / beta, pre=pre, drive=drive)
     th, ne = [], []
     for _ in range(T2):
         new = model.step(state, drive, beta, y)
         th.append(model.contrast(x, y, state, beta, new, beta, -1.0 / beta, pre=pre, drive=drive))
         ne.append([(n - s) / beta for s, n in zip(state, new)])
         state = new
-    out = {name: torch.stack([step[j] for step in th]) for j, name in enumerate(names)}
+    th[0] = {name: g + direct[name] for name, g in th[0].items()}
+    out = {name: torch.stack([step[name] for step in th]) for name in th[0]}
     for l in range(len(free)):
         out[f"s{l + 1}"] = torch.stack([step[l] for step in ne])
     return out

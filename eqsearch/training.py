@@ -2,9 +2,10 @@
 
 ``fit(cfg, run_dir)`` yields one metrics dict per epoch. Metric names (one name everywhere:
 console, Tune, MLflow, analysis): ``epoch``, ``train_acc``, ``train_loss``, ``test_acc``,
-``test_loss``, ``best_test_acc``, ``epoch_seconds``, ``residual_free``, ``residual_nudged``,
-``lr``, plus ``angle_B<k>`` for vector-field models and ``gdu_rel_error``, ``gdu_sign_error``,
-``gdu_angle`` with ``train.check_thm``. Accuracies are fractions in [0, 1].
+``test_loss``, ``best_test_acc``, ``epoch_seconds``, ``residual_free``, ``residual_nudged`` (rules
+with a nudged phase), ``lr``, plus the model's own metrics (``EnergyModel.metrics``: ``angle_B<k>``
+for vector-field models, ...) and ``gdu_rel_error``, ``gdu_sign_error``, ``gdu_angle`` with
+``train.check_thm``. Accuracies are fractions in [0, 1].
 
 A run folder holds ``config.yaml``, ``metrics.csv``, ``checkpoint_latest.pt`` and
 ``checkpoint_best.pt``. Resuming restores model, optimizer, scheduler and epoch; every random
@@ -25,6 +26,7 @@ import torch
 
 from eqsearch.config import RunConfig, TrainConfig, load_config
 from eqsearch.data import Dataset, augment, batches, load_dataset, num_batches
+from eqsearch.errors import DivergedError
 from eqsearch.losses import loss_per_sample
 from eqsearch.models import build_model
 from eqsearch.optim import build_optimizer, step_scheduler
@@ -35,14 +37,6 @@ METRICS_FILE = "metrics.csv"
 LATEST = "checkpoint_latest.pt"
 BEST = "checkpoint_best.pt"
 GDU_SAMPLES = 5  # samples used by the per-epoch GDU check (code base A's --check-thm)
-
-
-class DivergedError(RuntimeError):
-    """Training produced a non-finite loss; ``reason`` says where."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 def resolve_device(spec: str, notify: Callable[[str], None] | None = None) -> torch.device:
@@ -61,6 +55,12 @@ def resolve_device(spec: str, notify: Callable[[str], None] | None = None) -> to
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The generator of every random draw of one epoch (data order, β signs)."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def evaluation_generator(seed: int) -> torch.Generator:
+    """The generator of an evaluation's random draws (random initial states): the same at
+    every evaluation of a run, so that scores differ only through the parameters."""
+    return torch.Generator().manual_seed(seed * 1_000_003 - 1)
 
 
 def apply_speed_options(train: TrainConfig, model: torch.nn.Module) -> None:
@@ -114,18 +114,20 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         res_free = torch.zeros((), device=self.device)
         res_nudged = torch.zeros((), device=self.device)
+        has_nudged = False
         seen = 0
         for k, (x, y) in enumerate(batches(self.data.x_train, self.data.y_train, cfg.data.batch_size,
                                            gen, cfg.data.max_batches), start=1):
             x = x.to(self.dtype)
             if cfg.data.augment:
                 x = augment(x, gen)
-            result = self.rule.compute_grads(self.model, x, y, gen)
-            self.optimizer.step()
+            result = self.rule.train_batch(self.model, x, y, self.optimizer, gen)
             correct += (result.logits.argmax(1) == y).sum()
             loss_sum += loss_per_sample(self.model.loss, result.logits, y).sum().double()
             res_free += result.residual_free
-            res_nudged += result.residual_nudged
+            if result.residual_nudged is not None:
+                res_nudged += result.residual_nudged
+                has_nudged = True
             seen += y.shape[0]
             running = None
             if k % sync_every == 0 or k == total:
@@ -135,10 +137,14 @@ class Trainer:
                 running = float(correct) / seen
             if on_batch:
                 on_batch(k, total, running)
+        self.model.on_epoch_end()
         self.epoch += 1
         step_scheduler(self.scheduler, self.epoch)
-        return {"train_acc": float(correct) / seen, "train_loss": float(loss_sum) / seen,
-                "residual_free": float(res_free) / total, "residual_nudged": float(res_nudged) / total}
+        out = {"train_acc": float(correct) / seen, "train_loss": float(loss_sum) / seen,
+               "residual_free": float(res_free) / total}
+        if has_nudged:
+            out["residual_nudged"] = float(res_nudged) / total
+        return out
 
     @torch.no_grad()
     def evaluate(self, split: str = "test") -> dict:
@@ -146,10 +152,11 @@ class Trainer:
         x_all = self.data.x_test if split == "test" else self.data.x_train
         y_all = self.data.y_test if split == "test" else self.data.y_train
         self.model.eval()
+        gen = evaluation_generator(self.cfg.train.seed)
         correct = torch.zeros((), device=self.device)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         for x, y in batches(x_all, y_all, self.cfg.data.test_batch_size):
-            _, state, _ = free_phase(self.model, x.to(self.dtype), self.cfg.rule.T1)
+            _, state, _ = free_phase(self.model, x.to(self.dtype), self.cfg.rule.T1, gen)
             logits = self.model.logits(state)
             correct += (logits.argmax(1) == y).sum()
             loss_sum += loss_per_sample(self.model.loss, logits, y).sum().double()
@@ -162,8 +169,8 @@ class Trainer:
         x = self.data.x_train[:GDU_SAMPLES].to(self.dtype)
         y = self.data.y_train[:GDU_SAMPLES]
         r = self.cfg.rule
-        rows, _ = gdu_check(self.model, x, y, r.T1, r.T2, r.beta, symmetric=r.estimator == "symmetric")
-        return summarize(rows, "symmetric" if r.estimator == "symmetric" else "one_sided")
+        rows, _ = gdu_check(self.model, x, y, r.T1, r.T2, r.beta, symmetric=r.symmetric)
+        return summarize(rows, "symmetric" if r.symmetric else "one_sided")
 
     def run_epoch(self, on_batch=None) -> dict:
         """Train one epoch, evaluate, and return the epoch's full metrics dict."""
@@ -176,7 +183,7 @@ class Trainer:
         self.best_test_acc = max(self.best_test_acc, metrics["test_acc"])
         metrics["best_test_acc"] = self.best_test_acc
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
-        metrics.update(self.model.angles())
+        metrics.update(self.model.metrics())
         if self.cfg.train.check_thm and self.cfg.rule.alg == "ep":
             metrics.update(self.gdu_metrics())
         metrics["epoch_seconds"] = time.perf_counter() - t0

@@ -34,3 +34,17 @@ def random_state(model, batch: int, gen: torch.Generator, low: float = 0.0, high
 
 def model_input_shape(model):
     return (model.archi[0],)
+
+
+def autograd_param_grads(model, scalar: torch.Tensor) -> dict[str, torch.Tensor]:
+    """∂scalar/∂θ by autograd, keyed by parameter name (zeros where θ does not enter)."""
+    names, params = zip(*model.named_parameters())
+    grads = torch.autograd.grad(scalar, params, allow_unused=True)
+    return {n: torch.zeros_like(p) if g is None else g for n, p, g in zip(names, params, grads)}
+
+
+def assert_grads_close(got: dict, want: dict, rtol: float = 1e-12, atol: float = 1e-12) -> None:
+    """Same parameter names, and every gradient close."""
+    assert sorted(got) == sorted(want)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=rtol, atol=atol, msg=lambda m, n=name: f"{n}: {m}")

@@ -11,8 +11,9 @@ from eqsearch.data import Dataset, augment
 from eqsearch.gdu import gdu_check
 from eqsearch.losses import loss_per_sample
 from eqsearch.models import CNN, VFCNN, build_model
-from eqsearch.rules import contrast, relax
+from eqsearch.rules import EPRule, contrast, free_phase, relax
 from eqsearch.training import Trainer
+from tests.conftest import assert_grads_close, autograd_param_grads
 
 SIZE = 11  # odd on purpose: floor in conv and pooling sizes, output_padding of the adjoint
 
@@ -89,12 +90,9 @@ def test_dphi_dtheta_matches_autograd(kind, arch):
     _, pre, _ = random_batch(model, seed=2)
     pre = pre if model.vector_field else None
     for beta in (0.0, -0.3):
-        fast = model.dphi_dtheta(x, state, beta, y, pre=pre)
-        params = list(model.parameters())
-        oracle = torch.autograd.grad(model.phi(x, state, beta, y, pre=pre).mean(), params, allow_unused=True)
-        assert len(fast) == len(oracle)
-        for f, o, p in zip(fast, oracle, params):  # β = 0: the read-out does not enter Φ
-            torch.testing.assert_close(f, torch.zeros_like(p) if o is None else o, rtol=1e-10, atol=1e-12)
+        fast = model.dphi_dtheta(x, state, beta, y, pre=pre)  # β = 0: the read-out does not enter Φ
+        oracle = autograd_param_grads(model, model.phi(x, state, beta, y, pre=pre).mean())
+        assert_grads_close(fast, oracle, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["cnn", "vf_cnn"])
@@ -110,9 +108,8 @@ def test_dropout_step_and_update_match_autograd(kind):
     for f, o in zip(fast, oracle_step(model, x, state, drive, 0.4, y)):
         torch.testing.assert_close(f, o, rtol=1e-10, atol=1e-10)
     fast = model.dphi_dtheta(x, state, 0.4, y, drive=drive)
-    oracle = torch.autograd.grad(model.phi(x, state, 0.4, y, drive=drive).mean(), list(model.parameters()))
-    for f, o in zip(fast, oracle):
-        torch.testing.assert_close(f, o, rtol=1e-10, atol=1e-12)
+    oracle = autograd_param_grads(model, model.phi(x, state, 0.4, y, drive=drive).mean())
+    assert_grads_close(fast, oracle, rtol=1e-10, atol=1e-12)
     model.eval()
     assert len(model.input_drive(x)) == 1  # no masks in evaluation
 
@@ -148,9 +145,9 @@ def test_readout_gets_true_cross_entropy_gradient(kind, symmetric):
         ce = loss_per_sample("cel", model.logits(s), y).mean()
         for t, g in zip(true, torch.autograd.grad(ce, readout)):
             t += g / len(states)
-    n_forward = 2 * len(model.W)
-    for g, t in zip(grads[n_forward - 2:n_forward], true):
-        torch.testing.assert_close(g, t, rtol=1e-10, atol=1e-12)
+    out = len(model.W) - 1
+    torch.testing.assert_close(grads[f"W.{out}.weight"], true[0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grads[f"W.{out}.bias"], true[1], rtol=1e-10, atol=1e-12)
 
 
 def synthetic(n: int, shape=(3, 32, 32), classes: int = 10, seed: int = 0) -> Dataset:
@@ -211,7 +208,7 @@ def test_bptt_keeps_true_gradients_under_same_update():
 
     m = make("vf_cnn", "max_pad10_mse", same_update=True)
     x, _, y = random_batch(m)
-    BPTTRule(RuleConfig(alg="bptt", T1=6, T2=3)).compute_grads(m, x, y, torch.Generator())
+    BPTTRule(RuleConfig(alg="bptt", T1=6, T2=3)).estimate(m, x, y, torch.Generator())
     assert not torch.allclose(m.W[1].weight.grad, m.B[0].weight.grad)
 
 
@@ -243,20 +240,41 @@ def test_gdu_check_runs_and_matches_bptt_for_a_smooth_cnn(kind):
     assert max(r["rel_error"] for r in weights) < 0.05
 
 
-def test_gdu_check_runs_with_max_pool_and_readout():
+def test_gdu_check_with_max_pool_and_readout_matches_bptt_including_the_readout():
+    """The read-out's direct term is kept: its BPTT series sums to the truncated-BPTT gradient
+    and EP's (symmetric, β → 0) matches it like every other synapse."""
     net = make("cnn", "max_avg_stride2_readout", act="mysig")
     x, _, y = random_batch(net)
-    rows, _ = gdu_check(net, x, y, T1=10, T2=3, beta=0.01)
-    assert all(torch.isfinite(torch.tensor(r["rel_error"])) for r in rows)
+    T1, T2 = 60, 4
+    rows, series = gdu_check(net, x, y, T1=T1, T2=T2, beta=1e-4, symmetric=True)
+    synapses = [r for r in rows if r["estimator"] == "symmetric" and r["kind"] == "synapses"]
+    assert {r["key"] for r in synapses} == {n for n, _ in net.named_parameters()}
+    for r in synapses:
+        assert r["rel_error"] < 1e-6 and r["angle"] < 1e-3, r
+    drive, state, _ = free_phase(net, x, T1 - T2)
+    end, _ = relax(net, net.input_drive(x), [s.detach() for s in state], T2)
+    readout = net.W[-1].weight
+    (true,) = torch.autograd.grad(loss_per_sample("cel", net.logits(end), y).mean(), [readout])
+    out = f"W.{len(net.W) - 1}.weight"
+    torch.testing.assert_close(series["bptt"][out].sum(0), true, rtol=1e-10, atol=1e-12)
 
 
-def test_relaxation_runs_through_the_engine_with_symmetric_batch():
-    model = make("cnn", "max_pad10_mse")
+@pytest.mark.parametrize("kind", ["cnn", "vf_cnn"])
+def test_symmetric_phases_as_one_2b_batch_equal_two_separate_phases(kind):
+    """The ±β phases of the symmetric estimator run as one batch of 2B (per-sample β) on CNNs
+    too: the rule's update equals the contrast of two separately relaxed nudged phases."""
+    from eqsearch.config import RuleConfig
+
+    model = make(kind, "max_pad10_mse")
     x, _, y = random_batch(model)
-    drive = model.input_drive(x)
-    state, res = relax(model, drive, model.init_state(drive), 5)
-    assert [tuple(s.shape[1:]) for s in state] == [tuple(sh) for sh in model.shapes]
-    assert res.dim() == 0
+    EPRule(RuleConfig(estimator="symmetric", beta=0.5, T1=6, T2=4)).estimate(model, x, y, torch.Generator())
+    batched = {n: p.grad.clone() for n, p in model.named_parameters()}
+    drive, free, _ = free_phase(model, x, 6)
+    plus, _ = relax(model, drive, free, 4, 0.5, y)
+    minus, _ = relax(model, drive, free, 4, -0.5, y)
+    assert not torch.allclose(plus[-1], minus[-1])  # the phases really are nudged apart
+    pre = free if model.vector_field else None
+    assert_grads_close(batched, contrast(model, x, y, plus, 0.5, minus, -0.5, pre=pre), rtol=1e-9, atol=1e-11)
 
 
 def test_augment_flips_and_crops_with_edge_padding():
@@ -307,5 +325,4 @@ def test_channels_last_gives_the_same_dynamics_and_update(kind):
     assert model.init_state(drive)[0].is_contiguous(memory_format=torch.channels_last)
     for a, b in zip(ref_step, model.step(state, drive, 0.3, y)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    for a, b in zip(ref_grads, model.dphi_dtheta(x, state, 0.3, y)):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert_grads_close(model.dphi_dtheta(x, state, 0.3, y), ref_grads, rtol=1e-10, atol=1e-12)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import shutil
 
 import pytest
 import torch
@@ -37,8 +37,32 @@ def test_missing_root_says_how_to_get_the_data(monkeypatch, tmp_path):
 
 
 @pytest.mark.realdata
-def test_read_only_shared_root_is_copied_to_the_cache(shared_data):
-    assert not os.access(shared_data, os.W_OK) or True  # works whether or not it is writable
-    ds = load_dataset(DataConfig(dataset="fashion_mnist", root=str(shared_data)))
+def test_read_only_root_is_copied_to_the_cache_and_left_untouched(shared_data, tmp_path, monkeypatch):
+    """A root without write bits holding only the .gz files: torchvision extracts into the cache
+    copy, and the root gains no file (it would if eqsearch handed it to torchvision)."""
+    root = tmp_path / "ro"
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (shared_data / "MNIST" / "raw").glob("*.gz"):
+        shutil.copy(f, raw / f.name)
+    before = sorted(p.name for p in raw.iterdir())
+    for d in (raw, raw.parent, root):
+        d.chmod(0o555)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EQSEARCH_CACHE", str(cache))
+    try:
+        ds = load_dataset(DataConfig(dataset="mnist", root=str(root)))
+    finally:
+        for d in (root, raw.parent, raw):
+            d.chmod(0o755)
     assert ds.x_train.shape == (60000, 1, 28, 28) and ds.x_test.shape == (10000, 1, 28, 28)
     assert ds.y_train.max() == 9 and float(ds.x_train.max()) == 1.0
+    assert sorted(p.name for p in raw.iterdir()) == before
+    assert (cache / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+
+
+@pytest.mark.realdata
+def test_shared_fashion_mnist_loads(shared_data):
+    ds = load_dataset(DataConfig(dataset="fashion_mnist", root=str(shared_data)))
+    assert ds.x_train.shape == (60000, 1, 28, 28) and ds.x_test.shape == (10000, 1, 28, 28)
+    assert ds.y_train.max() == 9

@@ -8,7 +8,7 @@ import torch
 from eqsearch.activations import ACTIVATIONS
 from eqsearch.models import MLP, VFMLP, EnergyModel
 from eqsearch.rules import contrast
-from tests.conftest import random_state
+from tests.conftest import assert_grads_close, autograd_param_grads, random_state
 
 ARCHI = [6, 5, 4, 3]
 B = 4
@@ -62,10 +62,7 @@ def test_dphi_dtheta_equals_autograd(kind, loss):
     state = random_state(model, B, g)
     pre = random_state(model, B, g) if model.vector_field else None
     got = model.dphi_dtheta(x, state, 0.4, y, pre=pre)
-    want = torch.autograd.grad(model.phi(x, state, 0.4, y, pre=pre).mean(), list(model.parameters()))
-    assert len(got) == len(want)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert_grads_close(got, autograd_param_grads(model, model.phi(x, state, 0.4, y, pre=pre).mean()))
 
 
 @pytest.mark.parametrize("kind", ["mlp", "vf_mlp"])
@@ -77,9 +74,7 @@ def test_ep_update_equals_autograd_of_phi_difference(kind):
     pre = random_state(model, B, g) if model.vector_field else None
     got = contrast(model, x, y, a, 0.3, b, -0.3, pre=pre)
     diff = (model.phi(x, b, -0.3, y, pre=pre).mean() - model.phi(x, a, 0.3, y, pre=pre).mean()) / (-0.6)
-    want = torch.autograd.grad(-diff, list(model.parameters()))
-    for p, q in zip(got, want):
-        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+    assert_grads_close(got, autograd_param_grads(model, -diff))
 
 
 def test_vf_angles_start_near_90_degrees_and_tied_weights_give_zero():
@@ -112,5 +107,4 @@ def test_fused_contrast_equals_generic_contrast(kind):
     for pre in pres:
         fused = model.contrast(x, y, a, 0.2, b, -0.2, -2.5, pre=pre)
         generic = EnergyModel.contrast(model, x, y, a, 0.2, b, -0.2, -2.5, pre=pre)
-        for p, q in zip(fused, generic):
-            torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+        assert_grads_close(fused, generic, rtol=1e-12, atol=1e-14)

@@ -1,36 +1,30 @@
 """The generic trial: Tune config -> run config -> ``fit()`` -> one Tune report per epoch.
 
 A Tune config holds the search's base run config under ``"base"`` and the sampled parameters
-under their dotted keys (``"rule.beta"``, ``"optim.lrs[0]"``). The trial sets ``train.threads``
-from its CPUs (never more: over-subscribed OpenMP threads are many times slower) and
-``train.device`` to ``cuda`` when it has a GPU. It reports every epoch's metrics with the
-latest checkpoint, and continues from Tune's checkpoint when restored. A non-finite loss
-raises :class:`eqsearch.training.DivergedError`: the trial ends as errored with that reason,
-after every finished epoch was reported.
+under their dotted keys (``"rule.beta"``, ``"optim.lrs[0]"``). The trial builds its run config
+once: base, sampled parameters, then the fields that follow its resources
+(:func:`eqsearch.config.resource_overrides`: torch threads = its CPUs, device cuda when it has a
+GPU). It reports every epoch's metrics with the latest checkpoint, and continues from Tune's
+checkpoint when restored. A non-finite loss raises :class:`eqsearch.errors.DivergedError`: the
+trial ends as errored with that reason, after every finished epoch was reported.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
-from eqsearch.config import RunConfig, from_dict
+from eqsearch.config import RunConfig, from_dict, overrides_from_params, resource_overrides
 from eqsearch.data import Dataset, load_dataset
-from eqsearch.search import session
-from eqsearch.search.space import overrides_for
 from eqsearch.training import LATEST, fit, prepare_run
+from trainables import session
 
 BASE_KEY = "base"
 _DATA: dict[tuple, Dataset] = {}  # data sets kept across trials of a reused actor
 
 
-def trial_overrides(cpus: float, gpus: float) -> dict[str, Any]:
-    """Run config fields that follow the trial's resources."""
-    return {"train.threads": max(1, int(cpus)), "train.device": "cuda" if gpus > 0 else "cpu"}
-
-
 def build_run_config(config: Mapping[str, Any], cpus: float, gpus: float) -> RunConfig:
     base = config[BASE_KEY]
-    return from_dict(base, {**overrides_for(base, config), **trial_overrides(cpus, gpus)})
+    return from_dict(base, {**overrides_from_params(base, config), **resource_overrides(cpus, gpus)})
 
 
 def cached_data(cfg: RunConfig) -> Dataset:
@@ -41,12 +35,10 @@ def cached_data(cfg: RunConfig) -> Dataset:
     return _DATA[key]
 
 
-def run_trial(config: Mapping[str, Any], adapt: Callable[[RunConfig], RunConfig] | None = None) -> None:
-    """Train one trial through ``fit()``; ``adapt`` lets a family adjust the run config."""
+def run_trial(config: Mapping[str, Any]) -> None:
+    """Train one trial through ``fit()``, reporting each epoch to Tune."""
     cpus, gpus = session.trial_resources()
     cfg = build_run_config(config, cpus, gpus)
-    if adapt is not None:
-        cfg = adapt(cfg)
     run_dir = session.trial_dir()
     with session.restored_file(LATEST) as ckpt:
         trainer = prepare_run(cfg, run_dir, restore_from=ckpt, data=cached_data(cfg))

@@ -33,7 +33,7 @@ def table_options(f):
 
 def clean_errors(f):
     """Turn bad input into one error line and exit status 2."""
-    from analysis.load import AnalysisError
+    from eqsearch.errors import AnalysisError
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):

@@ -11,10 +11,10 @@ import torch
 
 from eqsearch.cli import main
 from eqsearch.cli.run_flags import build_parser, config_from_args, fail, parse
-from eqsearch.config import ConfigError, RunConfig
-from eqsearch.data import DataError
+from eqsearch.config import RunConfig
+from eqsearch.errors import ConfigError, DataError, DivergedError
 from eqsearch.progress import RunProgress
-from eqsearch.training import BEST, LATEST, DivergedError, Trainer, fit, load_run_config, prepare_run
+from eqsearch.training import BEST, LATEST, Trainer, fit, load_run_config, prepare_run
 
 PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
 
@@ -25,10 +25,9 @@ def default_run_dir(cfg: RunConfig, what: str | None = None) -> Path:
 
 
 def describe(cfg: RunConfig) -> str:
-    r, m = cfg.rule, cfg.model
-    rule = f"{r.alg.upper()} {r.estimator} beta={r.beta}" if r.alg == "ep" else "BPTT"
-    shape = "-".join(map(str, m.archi)) if m.kind in ("mlp", "vf_mlp") else f"channels {m.channels} fc {m.fc}"
-    return (f"{m.kind} {shape} act={m.act} loss={m.loss} | {rule} T1={r.T1} T2={r.T2} | "
+    r = cfg.rule
+    rule = "BPTT" if r.alg == "bptt" else f"{r.alg.upper()} {r.estimator} beta={r.beta}"
+    return (f"{cfg.model.summary()} | {rule} T1={r.T1} T2={r.T2} | "
             f"{cfg.optim.name} lrs={cfg.optim.lrs} | {cfg.data.dataset} mbs={cfg.data.batch_size} "
             f"epochs={cfg.train.epochs} seed={cfg.train.seed}")
 
@@ -155,7 +154,7 @@ def _gducheck(ns) -> None:
     x = trainer.data.x_train[:samples].double()
     y = trainer.data.y_train[:samples]
     r = cfg.rule
-    rows, series = gdu_check(trainer.model, x, y, r.T1, r.T2, r.beta, symmetric=r.estimator == "symmetric")
+    rows, series = gdu_check(trainer.model, x, y, r.T1, r.T2, r.beta, symmetric=r.symmetric)
     with (out / "gdu.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -180,10 +179,11 @@ def _gducheck(ns) -> None:
 @click.option("--no-dashboard", is_flag=True, help="do not start the Ray dashboard")
 def demo(results: Path | None, no_dashboard: bool) -> None:
     """Run the quickstart search (digits MLP, ~2 minutes on 2 cores) and print the best config."""
-    from eqsearch.cli.search_commands import SPACES_DIR, default_results, launch
+    import search_spaces
+    from eqsearch.cli.search_commands import default_results, launch
     from eqsearch.search.space import load_spec
 
-    spec = load_spec(SPACES_DIR / "quickstart.yaml")
+    spec = load_spec(search_spaces.shipped()["quickstart"])
     outcome = launch(spec, results or default_results(spec), None, not no_dashboard, quiet=False)
     best_yaml = outcome.results / "best.yaml"
     if best_yaml.exists():

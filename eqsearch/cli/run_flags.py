@@ -18,18 +18,17 @@ import sys
 from typing import Any
 
 from eqsearch.config import ConfigError, RunConfig, from_dict, load_yaml, parse_assignment
+from eqsearch.families import families, family_of
 
-# Defaults of code base A's main.py (reference §2.10), as dotted eqsearch fields.
+# Defaults of code base A's main.py (reference §2.10), as dotted eqsearch fields; the model
+# fields come from the family of --model (its ``seed_defaults``).
 SEED_DEFAULTS: dict[str, Any] = {
     "data.dataset": "mnist", "data.batch_size": 20, "model.kind": "mlp",
-    "model.archi": [784, 512, 10], "model.act": "mysig", "model.loss": "mse",
-    "model.channels": [32, 64], "model.kernels": [5, 5], "model.strides": [1, 1],
-    "model.paddings": [0, 0], "model.pools": "mm", "model.fc": [10],
     "rule.alg": "ep", "rule.estimator": "one_sided", "rule.beta": 0.01, "rule.T1": 20, "rule.T2": 4,
     "optim.name": "sgd", "optim.momentum": 0.0, "train.epochs": 1,
 }
 
-SEED_MODELS = {"MLP": "mlp", "VFMLP": "vf_mlp", "CNN": "cnn", "VFCNN": "vf_cnn"}
+SEED_MODELS = {name: kind for f in families() for name, kind in f.seed_models.items()}
 SEED_TASKS = {"MNIST": "mnist", "CIFAR10": "cifar10", "FashionMNIST": "fashion_mnist",
               "FASHIONMNIST": "fashion_mnist", "digits": "digits"}
 SEED_FLAGS = ("model", "task", "archi", "betas", "mbs", "lrs", "alg", "todo", "thirdphase",
@@ -38,8 +37,17 @@ SEED_FLAGS = ("model", "task", "archi", "betas", "mbs", "lrs", "alg", "todo", "t
               "data_aug", "dropouts", "load_path", "save", "check_thm")
 
 
+def fields_epilog() -> str:
+    """The run config fields (``--set FIELD=VALUE`` / YAML), one line each."""
+    from eqsearch.config import field_help
+
+    lines = ["run config fields (--set FIELD=VALUE, or a YAML --config; model.kind picks the model fields):"]
+    lines += [f"  {name:<32} {what}" + (f"; {text}" if text else "") for name, what, text in field_help()]
+    return "\n".join(lines)
+
+
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description,
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=fields_epilog(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("eqsearch options")
     g.add_argument("--config", metavar="FILE", help="YAML run config (sections data, model, rule, optim, train)")
@@ -145,6 +153,8 @@ def config_from_args(ns: argparse.Namespace, base: RunConfig | None = None) -> R
         source = f"{ns.config}: "
     elif base is None and uses_seed_flags(ns):
         overrides.update(SEED_DEFAULTS)
+        kind = SEED_MODELS[ns.model] if ns.model else SEED_DEFAULTS["model.kind"]
+        overrides.update(family_of(kind).seed_defaults)
     overrides.update(_seed_overrides(ns))
     native = {"data_root": "data.root", "max_batches": "data.max_batches", "device": "train.device",
               "threads": "train.threads", "epochs": "train.epochs", "seed": "train.seed"}

@@ -16,11 +16,10 @@ import click
 import yaml
 
 from eqsearch.cli import main
-from eqsearch.config import ConfigError, parse_assignment
+from eqsearch.config import parse_assignment
+from eqsearch.errors import ConfigError
 from eqsearch.search import results as R
 from eqsearch.search.space import SearchSpec, load_spec
-
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
 # CLI option -> search setting (dotted key of the space file)
 SETTING_OPTIONS = {
@@ -88,7 +87,7 @@ def searched_value(row: dict, param) -> str:
 
 
 @main.command()
-@click.argument("space", type=click.Path(path_type=Path))
+@click.argument("space")
 @click.option("--results", type=click.Path(path_type=Path), default=None,
               help="results folder (default results/<name>-<time>)")
 @click.option("--num-samples", type=int, default=None, help="number of trials")
@@ -106,12 +105,15 @@ def searched_value(row: dict, param) -> str:
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", help="override a base config field")
 @click.option("--no-dashboard", is_flag=True, help="do not start the Ray dashboard")
 @click.option("--quiet", is_flag=True, help="no live table")
-def search(space: Path, results: Path | None, address: str | None, sets: tuple[str, ...], no_dashboard: bool,
+def search(space: str, results: Path | None, address: str | None, sets: tuple[str, ...], no_dashboard: bool,
            quiet: bool, **settings) -> None:
-    """Run a search from a SPACE file (see search_spaces/)."""
+    """Run a search from SPACE: a space file, or the name of a shipped one (quickstart,
+    mnist_mlp_estimators, cifar10_cnn, ...; see search_spaces/)."""
+    import search_spaces
+
     try:
         overrides = {SETTING_OPTIONS[k]: v for k, v in settings.items() if v is not None}
-        spec = load_spec(space, overrides, dict(parse_assignment(s) for s in sets))
+        spec = load_spec(search_spaces.resolve(space), overrides, dict(parse_assignment(s) for s in sets))
     except ConfigError as exc:
         fail(str(exc))
     launch(spec, Path(results or default_results(spec)), address, not no_dashboard, quiet)

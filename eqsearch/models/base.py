@@ -1,17 +1,23 @@
 """The contract every energy-based network of eqsearch fulfils.
 
-Vocabulary (shared by MLPs, CNNs and later families):
+Vocabulary (shared by every family: MLPs, CNNs, continual-EP networks, energies):
 
 - ``x``: a batch of inputs, shape (B, *input_shape).
 - ``drive``: per-batch constants of the dynamics (the first layer's input drive W_1 x + b_1,
   dropout masks, ...), a list of tensors whose first dimension is the batch. It is computed
-  once per batch by :meth:`input_drive` and reused by every relaxation step.
-- ``state``: the neuron layers s_1 ... s_N (input -> output), a list of tensors (B, ...).
+  once per batch by :meth:`EnergyModel.input_drive` and reused by every relaxation step.
+- ``state``: the neuron layers s_1 ... s_N (input -> output), a list of tensors (B, ...); the
+  input is clamped and is not part of the state.
 - ``beta``: nudging strength, a float or a (B, 1) tensor (one β per sample, so that the +β
-  and −β phases of the symmetric estimator run as one batch of 2B).
-- Sign convention (code base A): the dynamics ascend a primitive function Φ,
-  s_{t+1} = σ(∂Φ/∂s), and the nudged function is Φ − β·L. ``dphi_dtheta`` returns the
-  batch-mean ∂Φ/∂θ; the learning rules turn differences of it into estimates of +∂L/∂θ.
+  and −β phases of the symmetric estimator run as one batch of 2B); ``y`` the (B, C) float
+  target (one-hot) whenever β ≠ 0.
+- Sign convention (code base A): the dynamics ascend a primitive function Φ; the nudged
+  function is Φ_β = Φ − β·L; energy models use Φ = −E (and Φ_β = −(E + β·C)).
+  :meth:`EnergyModel.state_grad` is ∂Φ_β/∂s, :meth:`EnergyModel.dphi_dtheta` the batch-mean
+  ∂Φ_β/∂θ; the learning rules turn differences of the latter into estimates of +∂L/∂θ.
+- Gradients are dicts keyed by parameter name (as in ``named_parameters()``); the rules write
+  them to ``p.grad`` strictly (:func:`eqsearch.rules.write_grads`): a missing or extra name is
+  an error, never a shift.
 """
 
 from __future__ import annotations
@@ -21,75 +27,99 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from eqsearch.dynamics import Dynamics, FixedPoint
+
 State = list[torch.Tensor]
 Beta = float | torch.Tensor
+Grads = dict[str, torch.Tensor]
+
+
+def is_zero(beta: Beta) -> bool:
+    """Whether β is the float 0 (a free step); a tensor β is always treated as nudging."""
+    return isinstance(beta, float) and beta == 0.0
 
 
 class EnergyModel(nn.Module):
-    """Base class: parameters, closed-form relaxation step, Φ (autograd oracle) and ∂Φ/∂θ.
+    """Base class of every network: state gradient, dynamics, Φ (autograd oracle), ∂Φ/∂θ.
 
-    Subclasses set ``vector_field`` (untied forward / backward weights: the dynamics of layer
-    l follow its own φ_l, and parameter updates use a presynaptic state ``pre``) and ``loss``.
+    Subclasses set ``dynamics`` (default :class:`~eqsearch.dynamics.FixedPoint`), ``loss`` (the
+    name :func:`eqsearch.losses.loss_per_sample` reads) and, for untied forward / backward
+    weights, ``vector_field`` (then each layer l follows its own φ_l, and parameter updates take
+    the presynaptic activity from a state ``pre``).
     """
 
+    dynamics: Dynamics = FixedPoint()
     vector_field: bool = False
     loss: str = "mse"
 
+    # ------------------------------------------------------------------ dynamics
     def input_drive(self, x: torch.Tensor, generator: torch.Generator | None = None) -> State:
         """Per-batch constants of the dynamics; first dimension B. Random per-batch draws
         (dropout masks, in training mode only) come from ``generator``."""
         raise NotImplementedError
 
-    def init_state(self, drive: State) -> State:
-        """Zero neuron layers for the batch of ``drive``."""
+    def init_state(self, drive: State, generator: torch.Generator | None = None) -> State:
+        """The state a free phase starts from (zeros unless a family says otherwise); random
+        initial states are drawn from ``generator``."""
         raise NotImplementedError
 
-    def step(self, state: State, drive: State, beta: Beta = 0.0,
-             y: torch.Tensor | None = None) -> State:
-        """One synchronous (Jacobi) step s_{t+1} = σ(∂Φ_β/∂s(s_t)) in closed form."""
+    def state_grad(self, state: State, drive: State, beta: Beta = 0.0, y: torch.Tensor | None = None) -> State:
+        """∂Φ_β/∂s_l for every layer at ``state``, in closed form (no autograd)."""
         raise NotImplementedError
+
+    def activation(self, i: int):
+        """σ of layer i (an :class:`~eqsearch.activations.Activation`), for fixed-point dynamics."""
+        raise NotImplementedError
+
+    def step(self, state: State, drive: State, beta: Beta = 0.0, y: torch.Tensor | None = None) -> State:
+        """One synchronous (Jacobi) step of the dynamics. Families may override it with a fused
+        closed form that must equal ``self.dynamics.step(self, ...)`` (the contract test checks)."""
+        return self.dynamics.step(self, state, drive, beta, y)
 
     def logits(self, state: State) -> torch.Tensor:
         """What the loss and the prediction read, shape (B, num_classes)."""
         return state[-1]
 
+    # ------------------------------------------------------------------ Φ and ∂Φ/∂θ
     def phi(self, x: torch.Tensor, state: State, beta: Beta = 0.0, y: torch.Tensor | None = None,
-            pre: State | None = None) -> torch.Tensor:
+            pre: State | None = None, drive: State | None = None) -> torch.Tensor:
         """Φ_β per sample, shape (B,). For vector-field models, Σ_l φ_l with each layer's own
         activity taken from ``state`` and its inputs from ``pre`` (default ``state``). Written
         with plain autograd-able ops; used by tests and benchmarks as the oracle."""
         raise NotImplementedError
 
-    def dphi_dtheta(self, x: torch.Tensor, state: State, beta: Beta = 0.0,
-                    y: torch.Tensor | None = None, pre: State | None = None,
-                    drive: State | None = None) -> list[torch.Tensor]:
-        """Batch-mean ∂Φ_β/∂θ at ``state`` in closed form, aligned with ``parameters()``.
+    def dphi_dtheta(self, x: torch.Tensor, state: State, beta: Beta = 0.0, y: torch.Tensor | None = None,
+                    pre: State | None = None, drive: State | None = None) -> Grads:
+        """Batch-mean ∂Φ_β/∂θ at ``state`` in closed form, one entry per trained parameter.
         Vector-field models take presynaptic activity from ``pre`` (default ``state``)."""
         raise NotImplementedError
 
     def contrast(self, x: torch.Tensor, y: torch.Tensor | None, a: State, beta_a: Beta, b: State,
-                 beta_b: Beta, scale: float, pre: State | None = None,
-                 drive: State | None = None) -> list[torch.Tensor]:
-        """scale · [∂Φ̄_{β_b}/∂θ(b) − ∂Φ̄_{β_a}/∂θ(a)], aligned with ``parameters()``.
+                 beta_b: Beta, scale: float, pre: State | None = None, drive: State | None = None) -> Grads:
+        """scale · [∂Φ̄_{β_b}/∂θ(b) − ∂Φ̄_{β_a}/∂θ(a)] per parameter.
 
-        The EP estimate of +∂L/∂θ is this with scale = −1/(β_b − β_a). Subclasses may
-        override it with a fused form; the default evaluates :meth:`dphi_dtheta` twice.
+        The EP estimate of +∂L/∂θ is this with scale = −1/(β_b − β_a). Families may override it
+        with a fused form; this default evaluates :meth:`dphi_dtheta` twice.
         """
         ga = self.dphi_dtheta(x, a, beta_a, y, pre=pre, drive=drive)
         gb = self.dphi_dtheta(x, b, beta_b, y, pre=pre, drive=drive)
-        return [(q - p) * scale for p, q in zip(ga, gb)]
+        return {name: (gb[name] - g) * scale for name, g in ga.items()}
 
+    # ------------------------------------------------------------------ training hooks
     def synapse_groups(self) -> list[list[nn.Parameter]]:
         """Parameters per synapse layer, input -> output: one optimizer group each, so that
         ``optim.lrs[i]`` applies to group i (backward weights join the layer they mirror)."""
         raise NotImplementedError
 
-    def angles(self) -> dict[str, float]:
-        """Angles (degrees) between backward weights and the forward weights they mirror."""
+    def metrics(self) -> dict[str, float]:
+        """Extra per-epoch metrics of the model itself (weight angles, sparsity, ...)."""
         return {}
 
+    def on_epoch_end(self) -> None:
+        """Per-epoch work of the model after the training pass (e.g. dictionary updates)."""
+
     def postprocess_grads(self) -> None:
-        """Hook run after the EP rule wrote ``p.grad`` (e.g. VF-CNN same-update); BPTT keeps
+        """Hook run after an EP rule wrote ``p.grad`` (e.g. VF-CNN same-update); BPTT keeps
         the true gradients, as in code base A."""
 
 
@@ -110,7 +140,11 @@ class VectorField:
         return groups
 
     def angles(self) -> dict[str, float]:
+        """``angle_B<k>``: degrees between each backward matrix and the forward one it mirrors."""
         return {f"angle_B{k + 1}": weight_angle(b.weight, self.mirrored_forward(k)) for k, b in enumerate(self.B)}
+
+    def metrics(self) -> dict[str, float]:
+        return {**super().metrics(), **self.angles()}
 
 
 def weight_angle(a: torch.Tensor, b: torch.Tensor) -> float:

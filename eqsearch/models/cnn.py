@@ -14,7 +14,7 @@ Symmetric Φ per sample (sign convention of code base A: the dynamics ascend Φ)
     L = L(s_last, y)                               (no read-out; mse or linear-output cel)
     L = CE(W_out vec(s_last) + b_out, y)           (softmax read-out)
 
-The bias is added before pooling. Closed form of ∂Φ/∂s_i (what :meth:`CNN.step` computes):
+The bias is added before pooling. Closed form of ∂Φ/∂s_i (what :meth:`CNN.state_grad` computes):
 
     ∂Φ/∂s_i = m_i ⊙ [P_i(W_i ⋆ ŝ_{i−1} + b_i) + W_{i+1}ᵀ ⋆ P*_{i+1}(ŝ_{i+1})] − β·∂L/∂s_i
 
@@ -44,10 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eqsearch.activations import get_activation
-from eqsearch.config import ConfigError
+from eqsearch.activations import IDENTITY, Activation, get_activation
+from eqsearch.errors import ConfigError
 from eqsearch.losses import loss_grad, loss_per_sample
-from eqsearch.models.base import Beta, EnergyModel, State, VectorField, scale_init
+from eqsearch.models.base import Beta, EnergyModel, Grads, State, VectorField, is_zero, scale_init
 from eqsearch.models.pooling import pool, pool_adjoint, pooled_size
 
 
@@ -213,7 +213,7 @@ class CNN(EnergyModel):
     def _masked(state: State, masks: State | None) -> State:
         return state if masks is None else [s * m for s, m in zip(state, masks[1:])]
 
-    def init_state(self, drive: State) -> State:
+    def init_state(self, drive: State, generator: torch.Generator | None = None) -> State:
         b, fmt = drive[0].shape[0], self._memory_format
         return [drive[0].new_zeros((b,) + tuple(sh)).contiguous(
             memory_format=fmt if len(sh) == 3 else torch.contiguous_format) for sh in self.shapes]
@@ -226,9 +226,16 @@ class CNN(EnergyModel):
             return (r @ self.W[-1].weight).view_as(s_last)
         return beta * loss_grad(self.loss, s_last, y)
 
-    def step(self, state: State, drive: State, beta: Beta = 0.0,
-             y: torch.Tensor | None = None) -> State:
-        """s_i ← σ(p_i·∂Φ/∂s_i) for every layer at once (Jacobi), closed form, no autograd."""
+    def activation(self, i: int) -> Activation:
+        """σ of neuron layer i; the identity for the linear output of cel without read-out."""
+        if i == len(self.shapes) - 1 and self.loss == "cel" and not self.softmax:
+            return IDENTITY
+        return self.act
+
+    def state_grad(self, state: State, drive: State, beta: Beta = 0.0,
+                   y: torch.Tensor | None = None) -> State:
+        """p_i·∂Φ_β/∂s_i for every layer at once (Jacobi), closed form, no autograd: with
+        dropout, the 0/1 gate p_i·m_i of the layer multiplies its gradient (p_i = 1 without)."""
         up0, idx0, masks, gates = self._unpack(drive)
         act = self._masked(state, masks)
         ups, indices = [up0], [idx0]
@@ -237,20 +244,16 @@ class CNN(EnergyModel):
             ups.append(up)
             indices.append(idx)
         last = len(state) - 1
-        nudged = not (isinstance(beta, float) and beta == 0.0)
-        new = []
+        grads = []
         for i, g in enumerate(ups):
             if i < last:
                 g = g + self._feedback(i, act, indices)
             if gates is not None:
                 g = g * gates[i]
-            if i < last:
-                new.append(self.act(g))
-                continue
-            if nudged:
+            if i == last and not is_zero(beta):
                 g = g - self._nudge(state[i], beta, y)
-            new.append(self.act(g) if self.loss == "mse" or self.softmax else g)
-        return new
+            grads.append(g)
+        return grads
 
     def logits(self, state: State) -> torch.Tensor:
         return self._readout(state[-1]) if self.softmax else state[-1]
@@ -267,32 +270,36 @@ class CNN(EnergyModel):
             up, _ = self._synapse(i, below, self.W[i].weight, self.W[i].bias)
             total = total + (post * up).flatten(1).sum(1)
             below = inp[i]
-        if not (isinstance(beta, float) and beta == 0.0):
+        if not is_zero(beta):
             b = beta.flatten() if torch.is_tensor(beta) else beta
             total = total - b * loss_per_sample(self.loss, self.logits(state), y)
         return total
 
-    def dphi_dtheta(self, x, state, beta=0.0, y=None, pre=None, drive=None):
-        """Batch-mean ∂Φ_β/∂θ, aligned with ``parameters()``: [W_0, b_0, W_1, b_1, ...,
-        (W_out, b_out), B_0, ...]. Conv: correlation of P*(ŝ_i) (arg-max of this state's
-        pooling input) with ŝ_{i−1}; read-out: −β·∂CE/∂(W_out, b_out) at ``state``."""
+    def dphi_dtheta(self, x, state, beta=0.0, y=None, pre=None, drive=None) -> Grads:
+        """Batch-mean ∂Φ_β/∂θ per parameter (``W.i.weight``, ``W.i.bias``, ``B.k.weight``).
+        Conv: correlation of P*(ŝ_i) (arg-max of this state's pooling input) with ŝ_{i−1};
+        read-out: −β·∂CE/∂(W_out, b_out) at ``state``."""
         idx0, masks = (None, None) if drive is None else self._unpack(drive)[1:3]
         own = self._masked(state, masks)
         inp = self._masked(state if pre is None else pre, masks)
         below = x * masks[0] if masks else x
-        grads: list[torch.Tensor] = []
+        grads: Grads = {}
         for i, post in enumerate(own):
             w = self.W[i]
-            grads += self._synapse_grads(i, below, post, w.weight, w.bias, idx0 if i == 0 else None)
+            dw, db = self._synapse_grads(i, below, post, w.weight, w.bias, idx0 if i == 0 else None)
+            grads[f"W.{i}.weight"], grads[f"W.{i}.bias"] = dw, db
             below = inp[i]
         if self.softmax:
             s_flat = state[-1].flatten(1)
             r = beta * loss_grad("cel", self._readout(state[-1]), y)  # (B, classes)
-            grads += [-(r.t() @ s_flat) / s_flat.shape[0], -r.mean(0)]
-        return grads + self._mirror_grads(own, inp)
+            out = len(self.W) - 1
+            grads[f"W.{out}.weight"] = -(r.t() @ s_flat) / s_flat.shape[0]
+            grads[f"W.{out}.bias"] = -r.mean(0)
+        grads.update(self._mirror_grads(own, inp))
+        return grads
 
-    def _mirror_grads(self, own: State, inp: State) -> list[torch.Tensor]:
-        return []
+    def _mirror_grads(self, own: State, inp: State) -> Grads:
+        return {}
 
     def synapse_groups(self):
         return [list(w.parameters()) for w in self.W]
@@ -333,8 +340,8 @@ class VFCNN(VectorField, CNN):
         return total
 
     def _mirror_grads(self, own, inp):
-        return [self._synapse_grads(k + 1, own[k], inp[k + 1], b.weight, None)[0]
-                for k, b in enumerate(self.B)]
+        return {f"B.{k}.weight": self._synapse_grads(k + 1, own[k], inp[k + 1], b.weight, None)[0]
+                for k, b in enumerate(self.B)}
 
     def dphi_dtheta(self, x, state, beta=0.0, y=None, pre=None, drive=None):
         return super().dphi_dtheta(x, state, beta, y, None if self.same_update else pre, drive)
@@ -351,3 +358,15 @@ class VFCNN(VectorField, CNN):
 
     def mirrored_forward(self, k: int) -> torch.Tensor:
         return self.W[k + 1].weight
+
+
+def build(cfg, input_shape: tuple[int, ...], num_classes: int) -> CNN:
+    """The network of a ``cnn`` / ``vf_cnn`` model section (default init, then ``scale``)."""
+    if cfg.fc[-1] != num_classes:
+        raise ConfigError(f"model.fc: got {cfg.fc}; allowed: last size = number of classes {num_classes} "
+                          "for this data set")
+    args = (input_shape, cfg.channels, cfg.kernels, cfg.strides, cfg.paddings, cfg.pools, cfg.fc)
+    kwargs = dict(act=cfg.act, loss=cfg.loss, softmax=cfg.softmax, dropouts=cfg.dropouts, scale=cfg.scale)
+    if cfg.kind == "vf_cnn":
+        return VFCNN(*args, same_update=cfg.same_update, **kwargs)
+    return CNN(*args, **kwargs)

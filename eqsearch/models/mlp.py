@@ -25,7 +25,8 @@ from torch import nn
 
 from eqsearch.activations import IDENTITY, Activation, get_activation
 from eqsearch.losses import loss_grad, loss_per_sample
-from eqsearch.models.base import Beta, EnergyModel, State, VectorField, scale_init
+from eqsearch.errors import ConfigError
+from eqsearch.models.base import Beta, EnergyModel, State, VectorField, is_zero, scale_init
 
 
 class MLP(EnergyModel):
@@ -41,24 +42,24 @@ class MLP(EnergyModel):
         scale_init(self.W, scale)
 
     # ------------------------------------------------------------------ dynamics
-    def layer_activation(self, i: int) -> Activation:
+    def activation(self, i: int) -> Activation:
         """σ of state i (0-based); the identity for a cel output layer."""
         if i == len(self.archi) - 2 and self.loss == "cel":
             return IDENTITY
         return self.act
 
     def input_drive(self, x: torch.Tensor, generator: torch.Generator | None = None) -> State:
-        """Per layer i, a·(constant part of the drive) + c with σ_i = f(a·g + c), shape (B, n_i):
-        W_1 x + b_1 for the first layer, b_i for the others."""
+        """Per layer i, a·(constant part of ∂Φ/∂s_i) + c with σ_i = f(a·g + c), shape (B, n_i):
+        the constant part is W_1 x + b_1 for the first layer, b_i for the others."""
         x = x.flatten(1)
         drive = []
         for i, w in enumerate(self.W):
-            act = self.layer_activation(i)
+            act = self.activation(i)
             const = torch.addmm(w.bias, x, w.weight.t()) if i == 0 else w.bias.expand(x.shape[0], -1)
             drive.append(const * act.gain + act.shift)
         return drive
 
-    def init_state(self, drive: State) -> State:
+    def init_state(self, drive: State, generator: torch.Generator | None = None) -> State:
         b = drive[0].shape[0]
         return [drive[0].new_zeros(b, n) for n in self.archi[1:]]
 
@@ -66,22 +67,40 @@ class MLP(EnergyModel):
         """M with (feedback of s_{i+1} into s_i) = s_{i+1} @ M, shape (n_{i+2}, n_{i+1})."""
         return self.W[i + 1].weight
 
+    def state_grad(self, state: State, drive: State, beta: Beta = 0.0,
+                   y: torch.Tensor | None = None) -> State:
+        """∂Φ_β/∂s_i (unfolded: the affine map of σ taken back out of the drive)."""
+        last = len(state) - 1
+        grads = []
+        for i in range(len(state)):
+            act = self.activation(i)
+            g = (drive[i] - act.shift) / act.gain
+            if i > 0:
+                g = torch.addmm(g, state[i - 1], self.W[i].weight.t())
+            if i < last:
+                g = torch.addmm(g, state[i + 1], self.feedback_weight(i))
+            elif not is_zero(beta):
+                g = g - beta * loss_grad(self.loss, state[i], y)
+            grads.append(g)
+        return grads
+
     def step(self, state: State, drive: State, beta: Beta = 0.0,
              y: torch.Tensor | None = None) -> State:
+        """σ(∂Φ_β/∂s) fused: σ's gain scales the matmuls, its shift sits in the drive."""
         last = len(state) - 1
         new = []
         for i in range(len(state)):
-            act = self.layer_activation(i)
+            act = self.activation(i)
             g = drive[i] if i == 0 else torch.addmm(drive[i], state[i - 1], self.W[i].weight.t(), alpha=act.gain)
             if i < last:
                 g = torch.addmm(g, state[i + 1], self.feedback_weight(i), alpha=act.gain)
-            elif not (isinstance(beta, float) and beta == 0.0):
+            elif not is_zero(beta):
                 g = g - (act.gain * beta) * loss_grad(self.loss, state[i], y)
             new.append(act.outer(g))
         return new
 
     # ------------------------------------------------------------------ Φ and ∂Φ/∂θ
-    def phi(self, x, state, beta=0.0, y=None, pre=None):
+    def phi(self, x, state, beta=0.0, y=None, pre=None, drive=None):
         x = x.flatten(1)
         pre = state if pre is None else pre
         total = x.new_zeros(x.shape[0])
@@ -90,7 +109,7 @@ class MLP(EnergyModel):
             total = total + (post * self.W[i](below)).sum(1)
             if self.vector_field and i < len(state) - 1:
                 total = total + (post * F.linear(pre[i + 1], self.B[i].weight)).sum(1)
-        if not (isinstance(beta, float) and beta == 0.0):
+        if not is_zero(beta):
             b = beta.flatten() if torch.is_tensor(beta) else beta
             total = total - b * loss_per_sample(self.loss, self.logits(state), y)
         return total
@@ -99,12 +118,14 @@ class MLP(EnergyModel):
         x = x.flatten(1)
         pre = state if pre is None else pre
         n = x.shape[0]
-        grads = []
+        grads = {}
         for i, post in enumerate(state):
             below = x if i == 0 else pre[i - 1]
-            grads += [post.t() @ below / n, post.mean(0)]
+            grads[f"W.{i}.weight"] = post.t() @ below / n
+            grads[f"W.{i}.bias"] = post.mean(0)
         if self.vector_field:
-            grads += [state[i].t() @ pre[i + 1] / n for i in range(len(state) - 1)]
+            for i in range(len(state) - 1):
+                grads[f"B.{i}.weight"] = state[i].t() @ pre[i + 1] / n
         return grads
 
     def contrast(self, x, y, a, beta_a, b, beta_b, scale, pre=None, drive=None):
@@ -114,14 +135,15 @@ class MLP(EnergyModel):
         c = scale / x.shape[0]
         pre_a = a if pre is None else pre
         pre_b = b if pre is None else pre
-        grads = []
+        grads = {}
         for i in range(len(a)):
             below_a = x if i == 0 else pre_a[i - 1]
             below_b = x if i == 0 else pre_b[i - 1]
-            grads += [_outer_difference(b[i], a[i], below_b, below_a, c),
-                      (b[i].sum(0) - a[i].sum(0)) * c]
+            grads[f"W.{i}.weight"] = _outer_difference(b[i], a[i], below_b, below_a, c)
+            grads[f"W.{i}.bias"] = (b[i].sum(0) - a[i].sum(0)) * c
         if self.vector_field:
-            grads += [_outer_difference(b[i], a[i], pre_b[i + 1], pre_a[i + 1], c) for i in range(len(a) - 1)]
+            for i in range(len(a) - 1):
+                grads[f"B.{i}.weight"] = _outer_difference(b[i], a[i], pre_b[i + 1], pre_a[i + 1], c)
         return grads
 
     def synapse_groups(self):
@@ -149,3 +171,15 @@ def _outer_difference(post_b, post_a, pre_b, pre_a, c: float) -> torch.Tensor:
     if pre_a is pre_b:
         return ((post_b - post_a) * c).t() @ pre_b
     return torch.cat([post_b * c, post_a * -c]).t() @ torch.cat([pre_b, pre_a])
+
+
+def build(cfg, input_shape: tuple[int, ...], num_classes: int) -> MLP:
+    """The network of an ``mlp`` / ``vf_mlp`` model section (default init, then ``scale``)."""
+    n_in = 1
+    for d in input_shape:
+        n_in *= d
+    if cfg.archi[0] != n_in or cfg.archi[-1] != num_classes:
+        raise ConfigError(f"model.archi: got {cfg.archi}; allowed: first size = input size {n_in}, "
+                          f"last size = number of classes {num_classes} for this data set")
+    cls = VFMLP if cfg.kind == "vf_mlp" else MLP
+    return cls(cfg.archi, act=cfg.act, loss=cfg.loss, scale=cfg.scale)

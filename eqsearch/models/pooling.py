@@ -14,8 +14,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-POOL_KINDS = ("m", "a", "i")
-
 
 def pool(kind: str, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """P(z) and, for max-pool, the arg-max indices (int64, shape of P(z)); else None."""

@@ -33,9 +33,11 @@ from ray import tune  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
+from eqsearch.config import RunConfig  # noqa: E402
 from eqsearch.search import results as R  # noqa: E402
 from eqsearch.search.console import SearchConsole  # noqa: E402
-from eqsearch.search.space import SearchSpec, SpecError, load_spec  # noqa: E402
+from eqsearch.errors import SpecError  # noqa: E402
+from eqsearch.search.space import SearchSpec, load_spec  # noqa: E402
 from eqsearch.search.tracking import Tracker, store_uri  # noqa: E402
 from trainables import get_trainable  # noqa: E402
 from trainables.common import BASE_KEY  # noqa: E402
@@ -124,6 +126,7 @@ class SearchRecorder(tune.Callback):
         self._init_runtime()
 
     def _init_runtime(self) -> None:
+        self.configs: dict[str, RunConfig] = {}  # trial id -> its run config, built once
         self.rows: dict[str, dict] = {}
         self.final: set[str] = set()
         self.history: dict[str, list[dict]] = {}
@@ -201,23 +204,28 @@ class SearchRecorder(tune.Callback):
             trial = next((t for t in trials if t.trial_id == best["trial_id"]), None)
             if trial is not None:
                 best_yaml = self.results / R.BEST_FILE
-                self.spec.run_config(trial.config).to_yaml(best_yaml)
+                self._config(trial).to_yaml(best_yaml)
         self.tracker.end_search(best, best_yaml, self.results / R.TRIALS_FILE)
         self.console.stop(rows)
 
     # ------------------------------------------------------------------ helpers
+    def _config(self, trial) -> RunConfig:
+        """The trial's run config (base + sampled parameters), built once per trial."""
+        if trial.trial_id not in self.configs:
+            self.configs[trial.trial_id] = self.spec.run_config(trial.config)
+        return self.configs[trial.trial_id]
+
     def _row(self, trial) -> dict:
         row = self.rows.get(trial.trial_id)
         if row is None:
-            cfg = self.spec.run_config(trial.config)
+            cfg = self._config(trial)
             row = {"trial_id": trial.trial_id, "trial_name": str(trial), "status": "RUNNING",
                    "stop_reason": R.RUNNING, "reason": "", "epochs_run": 0, "max_epochs": self.spec.max_epochs,
                    "time_total_s": 0.0, "trial_dir": trial.path,
                    **{f"config.{k}": v for k, v in cfg.flat().items()}}
             self.rows[trial.trial_id] = row
         if trial.trial_id not in self.opened:  # once per driver session (re-opened after a resume)
-            row["mlflow_run_id"] = self.tracker.trial_run(trial.trial_id, str(trial),
-                                                          self.spec.run_config(trial.config))
+            row["mlflow_run_id"] = self.tracker.trial_run(trial.trial_id, str(trial), self._config(trial))
             self.opened.add(trial.trial_id)
         return row
 
@@ -225,9 +233,9 @@ class SearchRecorder(tune.Callback):
         if trial.trial_id in self.final:
             return
         row = self._row(trial)
-        reason, detail = R.stop_reason(int(row["epochs_run"] or 0), self.spec.max_epochs, error_text, True)
+        reason, detail = R.stop_reason(int(row["epochs_run"] or 0), self.spec.max_epochs, error_text)
         row.update(status="ERROR" if error_text else "TERMINATED", stop_reason=reason, reason=detail)
-        self.tracker.end_trial(row["mlflow_run_id"], reason, detail, self.spec.run_config(trial.config),
+        self.tracker.end_trial(row["mlflow_run_id"], reason, detail, self._config(trial),
                                self.history.get(trial.trial_id, []))
         self._save(finished=row)
 

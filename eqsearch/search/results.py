@@ -42,16 +42,14 @@ TRIAL_COLUMNS = ("trial_id", "trial_name", "status", "stop_reason", "reason", "e
 _DIVERGED = re.compile(r"DivergedError: (.+)")
 
 
-def stop_reason(epochs_run: int, max_epochs: int, error_text: str | None, finished: bool) -> tuple[str, str]:
-    """(stop_reason, human reason) of a trial from what it ran and how it ended."""
+def stop_reason(epochs_run: int, max_epochs: int, error_text: str | None) -> tuple[str, str]:
+    """(stop_reason, human reason) of a trial that ended, from what it ran and how it ended."""
     if error_text:
         m = _DIVERGED.search(error_text)
         if m:
             return DIVERGED, m.group(1).strip()
         last = [ln for ln in error_text.strip().splitlines() if ln.strip()]
         return ERRORED, (last[-1].strip() if last else "error")
-    if not finished:
-        return RUNNING, ""
     if epochs_run >= max_epochs:
         return COMPLETED, f"ran all {max_epochs} epochs"
     return ASHA_STOPPED, f"stopped by ASHA after {epochs_run} of {max_epochs} epochs"

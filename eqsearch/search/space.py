@@ -3,7 +3,7 @@
 One file holds everything a search needs::
 
     name: quickstart                 # names the search (results folder, MLflow experiment)
-    trainable: ep                    # training loop (trainables.TRAINABLES); default ep
+    trainable: ep                    # training loop (trainables.TRAINABLES); default: the model family's
     base:                            # a run config (data/model/rule/optim/train), validated
       data: {dataset: digits}
       train: {epochs: 6}             # also ASHA's max_t
@@ -40,7 +40,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from eqsearch.config import ConfigError, RunConfig, field_names, from_dict
+from eqsearch.config import PARAM_KEY, RunConfig, field_names, from_dict, overrides_from_params
+from eqsearch.errors import ConfigError, SpecError
+from eqsearch.families import family_of
 
 KINDS = ("uniform", "loguniform", "int", "choice")
 FIXED_BY_SEARCH = {"train.epochs": "it is ASHA's max_t; set it in base",
@@ -51,11 +53,7 @@ SEARCH_DEFAULTS = {"metric": "test_acc", "mode": "max", "num_samples": 8, "max_c
 ASHA_DEFAULTS = {"grace_period": 1, "reduction_factor": 2}
 RESOURCE_DEFAULTS = {"cpu": 1.0, "gpu": 0.0}
 METRICS = ("test_acc", "best_test_acc", "train_acc", "test_loss", "train_loss")
-_KEY = re.compile(r"^(?P<field>[a-z_]+\.[A-Za-z0-9_]+)(\[(?P<index>\d+)\])?$")
-
-
-class SpecError(ConfigError):
-    """A search space file (or a CLI override of it) is invalid."""
+_KEY = PARAM_KEY
 
 
 @dataclass(frozen=True)
@@ -114,7 +112,7 @@ class SearchSpec:
 
     def run_config(self, params: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> RunConfig:
         """The run config of one trial: base, then the sampled ``params``, then ``extra``."""
-        return from_dict(self.base, {**overrides_for(self.base, params), **(extra or {})})
+        return from_dict(self.base, {**overrides_from_params(self.base, params), **(extra or {})})
 
     def define_by_run(self) -> "DefineByRun":
         return DefineByRun(self.params, from_dict(self.base).flat())
@@ -150,24 +148,6 @@ class DefineByRun:
         for p in self.params:
             if p.active(values):
                 values[p.key] = p.suggest(trial)
-
-
-def overrides_for(base: Mapping, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Dotted overrides for ``from_dict`` from sampled params (list elements merged into lists)."""
-    flat = from_dict(base).flat()
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        m = _KEY.match(key)
-        if m is None:
-            continue  # not a searched key (e.g. the base tree in a Tune config)
-        name, index = m["field"], m["index"]
-        if index is None:
-            out[name] = value
-        else:
-            lst = list(out.get(name, flat[name]))
-            lst[int(index)] = value
-            out[name] = lst
-    return out
 
 
 # ---------------------------------------------------------------------- loading
@@ -211,11 +191,6 @@ def spec_from_tree(tree: Mapping, source: str, sets: Mapping[str, Any] | None = 
     name = tree.get("name") or Path(source).stem
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise SpecError(f"{where}name: got {name!r}; allowed: letters, digits, _ . -")
-    trainable = tree.get("trainable", "ep")
-    from trainables import TRAINABLES  # registry of training loops; imports no Ray
-
-    if trainable not in TRAINABLES:
-        raise SpecError(f"{where}trainable: got {trainable!r}; allowed: {', '.join(TRAINABLES)}")
     base = tree.get("base") or {}
     if not isinstance(base, dict):
         raise SpecError(f"{where}base: expected a run config mapping (data, model, rule, optim, train); got {base!r}")
@@ -224,6 +199,11 @@ def spec_from_tree(tree: Mapping, source: str, sets: Mapping[str, Any] | None = 
     except ConfigError as exc:
         raise SpecError(str(exc)) from None
     base = base_cfg.to_dict()
+    trainable = tree.get("trainable") or family_of(base_cfg.model.kind).trainable
+    from trainables import TRAINABLES  # registry of training loops; imports no Ray
+
+    if trainable not in TRAINABLES:
+        raise SpecError(f"{where}trainable: got {trainable!r}; allowed: {', '.join(TRAINABLES)}")
     params = _parse_space(tree.get("space"), base, where)
     return SearchSpec(
         name=name, source=source, base=base, params=params, trainable=trainable,
@@ -314,7 +294,7 @@ def _parse_space(space, base: dict, where: str) -> list[Param]:
         if m["field"] in FIXED_BY_SEARCH:
             raise SpecError(f"{at}: cannot be searched: {FIXED_BY_SEARCH[m['field']]}")
         if m["index"] is not None:
-            current = flat[m["field"]]
+            current = flat.get(m["field"])
             if not isinstance(current, list) or int(m["index"]) >= len(current):
                 raise SpecError(f"{at}: index {m['index']} out of range; allowed: an index into base "
                                 f"{m['field']} = {current!r}")
@@ -323,7 +303,7 @@ def _parse_space(space, base: dict, where: str) -> list[Param]:
         context = {ref: values[0] for ref, values in param.when}  # the condition holds when it exists
         for value in _probe_values(param):
             try:
-                from_dict(base, overrides_for(base, {**context, param.key: value}))
+                from_dict(base, overrides_from_params(base, {**context, param.key: value}))
             except ConfigError as exc:
                 raise SpecError(f"{at}: value {value!r} of {param.kind} is not a valid run config value: {exc}") from None
         params.append(param)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 from eqsearch.config import RunConfig
@@ -82,8 +83,8 @@ class Tracker:
         from mlflow.entities import Metric
 
         step = int(metrics["epoch"])
-        ts = int(metrics.get("timestamp", 0) * 1000) or None
-        batch = [Metric(k, float(v), ts or 0, step) for k, v in metrics.items() if _is_number(v)]
+        ts = int(time.time() * 1000)  # when the driver learned of the epoch (MLflow wants ms since 1970)
+        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if _is_number(v)]
         self.client.log_batch(run_id, metrics=batch)
 
     def end_trial(self, run_id: str, reason: str, detail: str, cfg: RunConfig, history: list[dict]) -> None:

@@ -1,4 +1,4 @@
-"""The few Ray Tune calls a trainable makes, in one place (the trainables import no Ray).
+"""The few Ray Tune calls a trainable makes, in one place (the other trainable modules import no Ray).
 
 Inside a trial: the trial's resources, its folder, the checkpoint Tune restored it from, and
 ``report`` (metrics of one epoch plus a checkpoint made of one file).

@@ -1,0 +1,22 @@
+"""Learning rules: (model, batch, optimizer) -> one parameter update, and the relaxation loop.
+
+``RULES`` maps ``rule.alg`` to its rule class; a new rule (continual EP, ...) is one module and
+one entry here.
+"""
+
+from __future__ import annotations
+
+from eqsearch.config import RuleConfig
+from eqsearch.rules.base import BatchResult, LearningRule, contrast, write_grads
+from eqsearch.rules.bptt import BPTTRule
+from eqsearch.rules.ep import EPRule
+from eqsearch.rules.relax import free_phase, relax
+
+__all__ = ["BatchResult", "LearningRule", "EPRule", "BPTTRule", "RULES", "build_rule", "contrast", "write_grads",
+           "free_phase", "relax"]
+
+RULES: dict[str, type[LearningRule]] = {"ep": EPRule, "bptt": BPTTRule}
+
+
+def build_rule(cfg: RuleConfig) -> LearningRule:
+    return RULES[cfg.alg](cfg)

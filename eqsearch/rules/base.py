@@ -1,0 +1,75 @@
+"""What every learning rule shares: the batch result, the strict gradient writer, the contrast.
+
+Sign convention: a rule leaves in every ``p.grad`` an estimate of +∂L/∂θ (L the batch-mean
+loss) and lets the torch optimizer step on it. A rule owns the whole batch update
+(:meth:`LearningRule.train_batch`), so EP (one optimizer step per batch), BPTT and continual EP
+(one optimizer step per nudged step) are peers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from eqsearch.config import RuleConfig
+from eqsearch.errors import GradientMappingError
+from eqsearch.models.base import Beta, EnergyModel, Grads, State
+
+
+@dataclass
+class BatchResult:
+    """What a rule hands back to the training loop (tensors: no host sync)."""
+
+    logits: torch.Tensor                        # (B, C) prediction at the free state, before the update
+    residual_free: torch.Tensor                 # 0-dim, ‖s_T − s_{T−1}‖ at the end of the free phase
+    residual_nudged: torch.Tensor | None = None  # 0-dim, the same for the nudged phase (None: no nudged phase)
+
+
+def contrast(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, a: State, beta_a: Beta, b: State, beta_b: Beta,
+             pre: State | None = None, drive: State | None = None) -> Grads:
+    """EP estimate of +∂L/∂θ: −[G(b, β_b) − G(a, β_a)] / (β_b − β_a), G = batch-mean ∂Φ_β/∂θ.
+    ``drive`` (the batch's input drive) carries per-batch draws such as dropout masks into G."""
+    return model.contrast(x, y, a, beta_a, b, beta_b, -1.0 / (beta_b - beta_a), pre=pre, drive=drive)
+
+
+def write_grads(model: EnergyModel, grads: Grads) -> None:
+    """``p.grad = grads[name]`` for every trained parameter, then the model's post-processing.
+
+    Strict: every parameter with ``requires_grad`` must have exactly one gradient and no
+    gradient may name anything else (:class:`GradientMappingError` lists the differences)."""
+    params = dict(model.named_parameters())
+    trained = {n for n, p in params.items() if p.requires_grad}
+    if grads.keys() != trained:
+        missing, extra = sorted(trained - grads.keys()), sorted(grads.keys() - trained)
+        raise GradientMappingError(f"{type(model).__name__}: gradients do not match the trained parameters; "
+                                   f"missing {missing}, not parameters {extra}")
+    for name, g in grads.items():
+        p = params[name]
+        if g.shape != p.shape:
+            raise GradientMappingError(f"{type(model).__name__}: gradient of {name} has shape {tuple(g.shape)}, "
+                                       f"parameter {tuple(p.shape)}")
+        p.grad = g.to(p.dtype)
+    model.postprocess_grads()
+
+
+class LearningRule:
+    """(model, batch, optimizer) -> one update of the parameters."""
+
+    def __init__(self, cfg: RuleConfig):
+        self.cfg = cfg
+
+    def estimate(self, model: EnergyModel, x: torch.Tensor, y: torch.Tensor,
+                 generator: torch.Generator) -> BatchResult:
+        """Relax and write the rule's estimate of +∂L/∂θ into ``p.grad`` (parameters unchanged).
+        ``y``: (B,) labels; ``generator``: every random draw of the batch (β sign, dropout
+        masks, initial states)."""
+        raise NotImplementedError
+
+    def train_batch(self, model: EnergyModel, x: torch.Tensor, y: torch.Tensor,
+                    optimizer: torch.optim.Optimizer, generator: torch.Generator) -> BatchResult:
+        """One update of the parameters from the batch: by default :meth:`estimate`, then one
+        optimizer step (rules that update during the relaxation override this)."""
+        result = self.estimate(model, x, y, generator)
+        optimizer.step()
+        return result

@@ -1,0 +1,56 @@
+"""Equilibrium propagation with the one-sided, random-sign or symmetric estimator (reference §1.3).
+
+With G(s, β) = batch-mean ∂Φ_β/∂θ at state s:
+
+- one-sided:    ĝ = −[G(s^β, β) − G(s*, 0)] / β
+- random-sign:  the same with β → ±β, the sign drawn once per minibatch from the run's
+                generator (first-order bias cancels on average)
+- symmetric:    ĝ = −[G(s^{−β}, −β) − G(s^β, β)] / (−2β); the ±β phases run as one batch
+                of 2B with a per-sample β
+
+Vector-field models take the presynaptic factor from the free state s* (reference §2.5).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from eqsearch.losses import as_target
+from eqsearch.models.base import EnergyModel, State, tile_batch
+from eqsearch.rules.base import BatchResult, LearningRule, contrast, write_grads
+from eqsearch.rules.relax import free_phase, relax
+
+
+class EPRule(LearningRule):
+    """Two (or three) phases, one contrast, one optimizer step per batch."""
+
+    def nudged_states(self, model: EnergyModel, drive: State, free: State, y: torch.Tensor,
+                      generator: torch.Generator) -> tuple[list[tuple[State, float]], torch.Tensor]:
+        """The (state, β) pairs to contrast, and the nudged-phase residual."""
+        beta, T2 = self.cfg.beta, self.cfg.T2
+        est = self.cfg.estimator
+        if est == "symmetric":
+            n = y.shape[0]
+            signs = torch.ones(2 * n, 1, dtype=free[0].dtype, device=free[0].device)
+            signs[n:] = -1.0
+            both, res = relax(model, tile_batch(drive, 2), tile_batch(free, 2), T2, beta * signs, tile_batch([y], 2)[0])
+            plus = [t[:n] for t in both]
+            minus = [t[n:] for t in both]
+            return [(plus, beta), (minus, -beta)], res
+        if est == "random_sign":
+            beta = beta if torch.randint(0, 2, (), generator=generator) else -beta
+        nudged, res = relax(model, drive, free, T2, beta, y)
+        return [(free, 0.0), (nudged, beta)], res
+
+    @torch.no_grad()
+    def estimate(self, model: EnergyModel, x: torch.Tensor, y: torch.Tensor,
+                 generator: torch.Generator) -> BatchResult:
+        """Write the EP estimate of +∂L/∂θ into ``p.grad`` (no parameter change)."""
+        drive, free, res_free = free_phase(model, x, self.cfg.T1, generator)
+        logits = model.logits(free)
+        y = as_target(y, logits.shape[1], logits.dtype)  # built once, not at every nudged step
+        pairs, res_nudged = self.nudged_states(model, drive, free, y, generator)
+        (a, beta_a), (b, beta_b) = pairs
+        pre = free if model.vector_field else None
+        write_grads(model, contrast(model, x, y, a, beta_a, b, beta_b, pre=pre, drive=drive))
+        return BatchResult(logits, res_free, res_nudged)
