@@ -62,7 +62,7 @@ class Search:
 
 def is_epoch_metric(name: str) -> bool:
     """Whether ``name`` is an engine metric (one name across console, Tune, MLflow, analysis)."""
-    return name in R.METRIC_COLUMNS or name.startswith(("angle_", "gdu_"))
+    return R.is_metric(name)
 
 
 # ---------------------------------------------------------------------- the tidy row

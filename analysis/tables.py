@@ -88,8 +88,23 @@ def by_estimator_beta(trials: pd.DataFrame, metric: str, extra: list[str]) -> pd
     return group_stats(df, [*extra, "estimator", "beta_bin"], metric)
 
 
+def loss_column(trials: pd.DataFrame) -> pd.Series:
+    """The output loss of each trial: ``model.loss``, or ``model.cost`` for the energy models."""
+    loss = trials["config.model.loss"] if "config.model.loss" in trials else pd.Series(pd.NA, index=trials.index)
+    if "config.model.cost" in trials:
+        loss = loss.where(loss.notna(), trials["config.model.cost"])
+    return loss
+
+
 def by_loss(trials: pd.DataFrame, metric: str, extra: list[str]) -> pd.DataFrame:
-    return group_stats(trials, [*extra, "config.model.loss"], metric)
+    return group_stats(trials.assign(loss=loss_column(trials)), [*extra, "loss"], metric)
+
+
+def by_model(trials: pd.DataFrame, metric: str, extra: list[str]) -> pd.DataFrame | None:
+    """The metric per model kind × loss, when a search compares several kinds (e.g. two energies)."""
+    if trials["config.model.kind"].nunique() < 2:
+        return None
+    return group_stats(trials.assign(loss=loss_column(trials)), [*extra, "config.model.kind", "loss"], metric)
 
 
 def by_weight_angle(trials: pd.DataFrame, metric: str, extra: list[str]) -> pd.DataFrame | None:
@@ -184,6 +199,7 @@ def summarize(trials: pd.DataFrame, metric: str = "test_acc", mode: str = "max",
     s.tables["by_estimator_beta"] = by_estimator_beta(df, metric, extra)
     s.tables["by_loss"] = by_loss(df, metric, extra)
     optional = {
+        "by_model": (by_model, "one model kind in every trial"),
         "by_weight_angle": (by_weight_angle, "no angle_B<k> metrics: only vector-field models (vf_mlp, vf_cnn) "
                                              "log the backward/forward weight angle"),
         "gradient_angle_correlation": (diagnostic_correlation, "no GDU diagnostics (gdu_angle, ...) in two or more "

@@ -36,7 +36,7 @@ __all__ = ["ConfigError", "DataConfig", "RuleConfig", "OptimConfig", "TrainConfi
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 ALGORITHMS = ("ep", "bptt")
 ESTIMATORS = ("one_sided", "random_sign", "symmetric")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adagrad")
 
 
 @dataclass
@@ -49,6 +49,8 @@ class DataConfig:
     test_batch_size: int = setting(1000, low=1, help="evaluation batch size")
     max_batches: int | None = setting(None, low=1, help="cap on training batches per epoch")
     augment: bool = setting(False, help="CIFAR-10 flip + crop augmentation")
+    normalize: str = setting("none", choices=("none", "mnist"),
+                             help="none (pixels in [0, 1]) or mnist: (x − 0.1307) / 0.3081 (code base C)")
 
 
 @dataclass

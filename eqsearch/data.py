@@ -6,7 +6,8 @@ through torchvision from a data root in its layout (``<root>/MNIST/raw/*.gz``): 
 only the ``.gz`` files (such as a shared folder) is copied to a cache first, because
 torchvision extracts beside the archives.
 
-Pixels are scaled to [0, 1] (code base A's MNIST normalisation: mean 0, std 1). ``cifar10``
+Pixels are scaled to [0, 1] (code base A's MNIST normalisation: mean 0, std 1);
+``data.normalize: mnist`` then applies code base C's (x − 0.1307) / 0.3081. ``cifar10``
 is read from ``<root>/cifar-10-batches-py`` (torchvision's layout, never downloaded here) and
 normalised per channel as (x − mean) / (3·std) (code base A, reference §2.4.2). Training-time
 augmentation (:func:`augment`) works on whole batches of tensors.
@@ -172,10 +173,18 @@ LOADERS: dict[str, Callable[[DataConfig], Dataset]] = {
 }
 
 
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # code base C's Normalize (reference §4.8)
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
+    """The data set of ``cfg`` as tensors, with ``data.normalize`` applied to both splits."""
     if cfg.dataset not in LOADERS:
         raise ConfigError(f"data.dataset: got {cfg.dataset!r}; allowed: {', '.join(LOADERS)}")
-    return LOADERS[cfg.dataset](cfg)
+    ds = LOADERS[cfg.dataset](cfg)
+    if cfg.normalize == "mnist":
+        ds = Dataset(ds.name, (ds.x_train - MNIST_MEAN) / MNIST_STD, ds.y_train,
+                     (ds.x_test - MNIST_MEAN) / MNIST_STD, ds.y_test, ds.num_classes)
+    return ds
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,

@@ -18,8 +18,10 @@ def build_optimizer(cfg: OptimConfig, model: EnergyModel):
               for params, lr, wd in zip(model.synapse_groups(), cfg.lrs, wds)]
     if cfg.name == "sgd":
         opt = torch.optim.SGD(groups, lr=cfg.lrs[0], momentum=cfg.momentum)
-    else:
+    elif cfg.name == "adam":
         opt = torch.optim.Adam(groups, lr=cfg.lrs[0])
+    else:
+        opt = torch.optim.Adagrad(groups, lr=cfg.lrs[0])
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=COSINE_T_MAX, eta_min=COSINE_ETA_MIN)
              if cfg.lr_decay else None)
     return opt, sched

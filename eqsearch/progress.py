@@ -54,7 +54,7 @@ class RunProgress:
         eta = elapsed / max(done, 1) * (self.epochs - m["epoch"])
         line = (f"epoch {m['epoch']}/{self.epochs}  train acc {m['train_acc']:.4f}  test acc {m['test_acc']:.4f}"
                 f"  loss {m['test_loss']:.4f}  {m['epoch_seconds']:.1f}s  eta {format_seconds(eta)}")
-        extras = [f"{k} {v:.3g}" for k, v in m.items() if k.startswith(("angle_", "gdu_"))]
+        extras = [f"{k} {v:.3g}" for k, v in m.items() if k.startswith(("angle_", "gdu_", "test_free"))]
         if extras:
             line += "  " + "  ".join(extras)
         if self._bar is not None:

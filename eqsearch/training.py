@@ -155,13 +155,19 @@ class Trainer:
         gen = evaluation_generator(self.cfg.train.seed)
         correct = torch.zeros((), device=self.device)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        extra: dict[str, torch.Tensor] = {}
         for x, y in batches(x_all, y_all, self.cfg.data.test_batch_size):
-            _, state, _ = free_phase(self.model, x.to(self.dtype), self.cfg.rule.T1, gen)
+            x = x.to(self.dtype)
+            drive, state, _ = free_phase(self.model, x, self.cfg.rule.T1, gen)
             logits = self.model.logits(state)
             correct += (logits.argmax(1) == y).sum()
             loss_sum += loss_per_sample(self.model.loss, logits, y).sum().double()
+            for name, v in self.model.state_metrics(x, state, drive).items():
+                extra[name] = extra.get(name, 0.0) + v.sum().double()
         n = y_all.shape[0]
-        return {f"{split}_acc": float(correct) / n, f"{split}_loss": float(loss_sum) / n}
+        out = {f"{split}_acc": float(correct) / n, f"{split}_loss": float(loss_sum) / n}
+        out.update({f"{split}_{name}": float(v) / n for name, v in extra.items()})
+        return out
 
     def gdu_metrics(self) -> dict:
         from eqsearch.gdu import gdu_check, summarize

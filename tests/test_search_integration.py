@@ -275,3 +275,28 @@ def test_gpu_request_on_a_cluster_without_gpus_fails_clearly(ray_session, tmp_pa
     with pytest.raises(SpecError, match=r"gpu.yaml: resources.gpu: got 0.5; allowed: <= 0"):
         run_search(spec, tmp_path / "r", show=False, notify=lambda m: None)
     assert not (tmp_path / "r" / R.STATE_FILE).exists()
+
+
+def test_energies_space_runs_and_summarize_compares_the_two_energies(ray_session, tmp_path):
+    """The shipped energies space (on digits here) goes through eqsearch search; the summary
+    has the model-kind table with both energies, each cell recomputed from the trial rows."""
+    from analysis import load_results
+    from analysis.tables import summarize
+    from eqsearch.search.driver import run_search
+
+    tree = yaml.safe_load((ROOT / "search_spaces" / "energies.yaml").read_text())
+    tree["base"]["data"] = {"dataset": "digits", "batch_size": 32, "max_batches": 6}
+    tree["base"]["model"]["archi"] = [64, 32, 10]
+    tree["base"]["train"]["epochs"] = 2
+    tree["search"].update({"num_samples": 6})
+    spec = spec_from_tree(tree, "energies-test.yaml")
+    outcome = run_search(spec, tmp_path / "results", show=False, notify=lambda m: None)
+    assert len(outcome.rows) == 6 and all(r["stop_reason"] in (R.COMPLETED, R.ASHA_STOPPED) for r in outcome.rows)
+    search = load_results(tmp_path / "results")
+    trials = search.trials
+    assert set(trials["config.model.kind"]) == {"cond_gaussian", "restr_hopfield"}
+    assert trials["test_free_energy"].notna().all()
+    table = summarize(trials, searched=search.searched()).tables["by_model"]
+    for row in table.itertuples(index=False):
+        sel = trials[(trials["config.model.kind"] == row[0]) & (trials["config.model.cost"] == row[1])]
+        assert row.n == len(sel) and row.mean == pytest.approx(sel["test_acc"].mean())

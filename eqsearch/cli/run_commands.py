@@ -87,7 +87,7 @@ def train(argv: tuple[str, ...]) -> None:
             cfg = config_from_args(ns)
     except ConfigError as exc:
         fail(str(exc))
-    out = Path(resume_dir or ns.out or default_run_dir(cfg))
+    out = Path(resume_dir or ns.out or (Path("runs") / ns.log_dir if ns.log_dir else default_run_dir(cfg)))
     run_training(cfg, out, resume=bool(resume_dir), quiet=ns.quiet)
 
 

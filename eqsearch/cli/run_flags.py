@@ -29,6 +29,7 @@ SEED_DEFAULTS: dict[str, Any] = {
 }
 
 SEED_MODELS = {name: kind for f in families() for name, kind in f.seed_models.items()}
+PRESETS = {name: fields for f in families() for name, fields in f.presets.items()}
 SEED_TASKS = {"MNIST": "mnist", "CIFAR10": "cifar10", "FashionMNIST": "fashion_mnist",
               "FASHIONMNIST": "fashion_mnist", "digits": "digits"}
 SEED_FLAGS = ("model", "task", "archi", "betas", "mbs", "lrs", "alg", "todo", "thirdphase",
@@ -62,6 +63,8 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int)
     g.add_argument("--seed", type=int)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--preset", choices=sorted(PRESETS), help="start from a named configuration (code base C's "
+                   "defaults of each energy); other flags override it")
 
     a = p.add_argument_group("code base A flags (Laborieux et al.; unset ones take its defaults)")
     a.add_argument("--model", choices=sorted(SEED_MODELS))
@@ -96,7 +99,42 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     a.add_argument("--same-update", action="store_true", default=None)
     a.add_argument("--data-aug", action="store_true", default=None)
     a.add_argument("--dropouts", type=float, nargs="+")
+
+    c = p.add_argument_group("code base C flags (smonsays; unset ones take the preset of --energy)")
+    c.add_argument("--energy", choices=["cond_gaussian", "restr_hopfield"], help="energy model (model.kind)")
+    c.add_argument("--c_energy", choices=["cross_entropy", "squared_error"], help="cost function (model.cost)")
+    c.add_argument("--dimensions", type=int, nargs="+", help="layer sizes, input first (model.archi)")
+    c.add_argument("--nonlinearity", choices=["leaky_relu", "relu", "sigmoid", "tanh", "hard_sigmoid", "softplus"],
+                   help="φ of the layers l >= 1")
+    c.add_argument("--fast_ff_init", action="store_true", default=None, help="feed-forward free state (cond_gaussian)")
+    c.add_argument("--no_fast_ff_init", action="store_true", default=None, help="relax the free phase instead")
+    c.add_argument("--learning_rate", type=float, help="one learning rate for every layer")
+    c.add_argument("--optimizer", choices=["adam", "adagrad", "sgd"], help="torch optimizer")
+    c.add_argument("--batch_size", type=int, help="minibatch size")
+    c.add_argument("--log_dir", help="accepted: names the run folder runs/<log_dir> unless --out is given")
     return p
+
+
+C_FLAGS = ("energy", "c_energy", "dimensions", "nonlinearity", "fast_ff_init", "no_fast_ff_init", "learning_rate",
+           "optimizer", "batch_size", "log_dir")
+
+
+def _c_overrides(ns: argparse.Namespace, archi: list[int] | None) -> dict[str, Any]:
+    """Dotted overrides for the code base C flags that were given; ``archi`` sizes the lrs."""
+    o: dict[str, Any] = {}
+    direct = {"energy": "model.kind", "c_energy": "model.cost", "dimensions": "model.archi",
+              "nonlinearity": "model.nonlinearity", "optimizer": "optim.name", "batch_size": "data.batch_size"}
+    for flag, key in direct.items():
+        if getattr(ns, flag) is not None:
+            o[key] = getattr(ns, flag)
+    if ns.fast_ff_init and ns.no_fast_ff_init:
+        raise ConfigError("--fast_ff_init / --no_fast_ff_init: got both; allowed: one of them")
+    if ns.fast_ff_init or ns.no_fast_ff_init:
+        o["model.fast_ff_init"] = bool(ns.fast_ff_init)
+    if ns.learning_rate is not None:
+        sizes = o.get("model.archi") or archi or []
+        o["optim.lrs"] = [ns.learning_rate] * max(1, len(sizes) - 1)
+    return o
 
 
 def _seed_overrides(ns: argparse.Namespace) -> dict[str, Any]:
@@ -143,11 +181,19 @@ def uses_seed_flags(ns: argparse.Namespace) -> bool:
     return any(getattr(ns, f) not in (None, False) for f in SEED_FLAGS)
 
 
+def uses_c_flags(ns: argparse.Namespace) -> bool:
+    return any(getattr(ns, f) not in (None, False) for f in C_FLAGS)
+
+
 def config_from_args(ns: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
     """Merge (base or --config or code base A defaults), flags and --set into one config."""
     tree: dict = base.to_dict() if base is not None else {}
     overrides: dict[str, Any] = {}
     source = ""
+    if uses_c_flags(ns) and uses_seed_flags(ns):
+        raise ConfigError("flags of code base A (--model, --archi, ...) and of code base C (--energy, "
+                          "--dimensions, ...) were mixed; allowed: one code base's flags per command")
+    preset = ns.preset or ((ns.energy or "cond_gaussian") if uses_c_flags(ns) and base is None else None)
     if ns.config:
         tree = load_yaml(ns.config)
         source = f"{ns.config}: "
@@ -155,7 +201,11 @@ def config_from_args(ns: argparse.Namespace, base: RunConfig | None = None) -> R
         overrides.update(SEED_DEFAULTS)
         kind = SEED_MODELS[ns.model] if ns.model else SEED_DEFAULTS["model.kind"]
         overrides.update(family_of(kind).seed_defaults)
+    if preset:
+        overrides.update(PRESETS[preset])
     overrides.update(_seed_overrides(ns))
+    tree_archi = (tree.get("model") or {}).get("archi")
+    overrides.update(_c_overrides(ns, overrides.get("model.archi", tree_archi)))
     native = {"data_root": "data.root", "max_batches": "data.max_batches", "device": "train.device",
               "threads": "train.threads", "epochs": "train.epochs", "seed": "train.seed"}
     for flag, key in native.items():

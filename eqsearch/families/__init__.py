@@ -12,7 +12,7 @@ from eqsearch.families.registry import Family, families, family_of, kinds, regis
 
 __all__ = ["Family", "families", "family_of", "kinds", "register"]
 
-_BUILTIN = ("eqsearch.families.mlp", "eqsearch.families.cnn")
+_BUILTIN = ("eqsearch.families.mlp", "eqsearch.families.cnn", "eqsearch.families.energy")
 
 for _module in _BUILTIN:
     importlib.import_module(_module)

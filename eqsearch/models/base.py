@@ -115,6 +115,11 @@ class EnergyModel(nn.Module):
         """Extra per-epoch metrics of the model itself (weight angles, sparsity, ...)."""
         return {}
 
+    def state_metrics(self, x: torch.Tensor, state: State, drive: State | None = None) -> dict[str, torch.Tensor]:
+        """Per-sample diagnostics of a free state, shape (B,) each (e.g. its energy); the
+        evaluation reports their mean as ``test_<name>``."""
+        return {}
+
     def on_epoch_end(self) -> None:
         """Per-epoch work of the model after the training pass (e.g. dictionary updates)."""
 

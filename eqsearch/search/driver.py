@@ -164,7 +164,7 @@ class SearchRecorder(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if trial.trial_id in self.final:
             return
-        metrics = {k: v for k, v in result.items() if k in EPOCH_KEYS or k.startswith(("angle_", "gdu_"))}
+        metrics = {k: v for k, v in result.items() if R.is_metric(k)}
         row = self._row(trial)
         row.update({k: v for k, v in metrics.items() if k in EPOCH_KEYS})
         row["epochs_run"] = int(metrics["epoch"])

@@ -37,6 +37,15 @@ RUNNING, COMPLETED, ASHA_STOPPED, DIVERGED, ERRORED = "running", "completed", "a
 STOP_REASONS = (RUNNING, COMPLETED, ASHA_STOPPED, DIVERGED, ERRORED)
 METRIC_COLUMNS = ("epoch", "train_acc", "train_loss", "test_acc", "test_loss", "best_test_acc", "epoch_seconds",
                   "residual_free", "residual_nudged", "lr")
+METRIC_PREFIXES = ("angle_", "gdu_", "test_", "train_", "lca_")  # the engine's further per-epoch metrics
+
+
+def is_metric(name: str) -> bool:
+    """Whether ``name`` is an engine metric (one name across console, Tune, MLflow, analysis),
+    as opposed to Tune's own result keys."""
+    return name in METRIC_COLUMNS or name.startswith(METRIC_PREFIXES)
+
+
 TRIAL_COLUMNS = ("trial_id", "trial_name", "status", "stop_reason", "reason", "epochs_run", "max_epochs",
                  *METRIC_COLUMNS, "time_total_s", "mlflow_run_id", "trial_dir")
 _DIVERGED = re.compile(r"DivergedError: (.+)")
