@@ -107,6 +107,15 @@ def by_model(trials: pd.DataFrame, metric: str, extra: list[str]) -> pd.DataFram
     return group_stats(trials.assign(loss=loss_column(trials)), [*extra, "config.model.kind", "loss"], metric)
 
 
+def by_initial_angle(trials: pd.DataFrame, metric: str, extra: list[str]) -> pd.DataFrame | None:
+    """The metric per initial backward/forward weight angle (``model.angle`` of code base B's VF
+    models), when trials differ in it."""
+    col = "config.model.angle"
+    if col not in trials or trials[col].dropna().nunique() < 2:
+        return None
+    return group_stats(trials[trials[col].notna()], [*extra, col], metric)
+
+
 def by_weight_angle(trials: pd.DataFrame, metric: str, extra: list[str]) -> pd.DataFrame | None:
     angle = mean_angle(trials)
     if angle is None or not angle.notna().any():
@@ -200,6 +209,7 @@ def summarize(trials: pd.DataFrame, metric: str = "test_acc", mode: str = "max",
     s.tables["by_loss"] = by_loss(df, metric, extra)
     optional = {
         "by_model": (by_model, "one model kind in every trial"),
+        "by_initial_angle": (by_initial_angle, "no trials with different model.angle (code base B's vf_* models)"),
         "by_weight_angle": (by_weight_angle, "no angle_B<k> metrics: only vector-field models (vf_mlp, vf_cnn) "
                                              "log the backward/forward weight angle"),
         "gradient_angle_correlation": (diagnostic_correlation, "no GDU diagnostics (gdu_angle, ...) in two or more "

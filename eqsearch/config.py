@@ -34,7 +34,7 @@ __all__ = ["ConfigError", "DataConfig", "RuleConfig", "OptimConfig", "TrainConfi
            "resource_overrides", "SECTIONS"]
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
-ALGORITHMS = ("ep", "bptt")
+ALGORITHMS = ("ep", "bptt", "cep")
 ESTIMATORS = ("one_sided", "random_sign", "symmetric")
 OPTIMIZERS = ("sgd", "adam", "adagrad")
 
@@ -57,16 +57,21 @@ class DataConfig:
 class RuleConfig:
     """How the parameters learn from a batch (the learning rule and its relaxation lengths)."""
 
-    alg: str = setting("ep", choices=ALGORITHMS, help="learning rule: ep or bptt")
+    alg: str = setting("ep", choices=ALGORITHMS, help="learning rule: ep, bptt or cep (continual EP / C-VF: an "
+                                                      "optimizer step at every nudged step)")
     estimator: str = setting("symmetric", choices=ESTIMATORS, help="EP gradient estimator")
     beta: float = setting(0.5, low=0.0, low_open=True, help="nudging strength |β|")
     T1: int = setting(20, low=0, help="free-phase steps")
     T2: int = setting(8, low=1, help="nudged-phase steps (BPTT: truncation length)")
+    randbeta: float = setting(0.5, low=0.0, high=1.0, help="random_sign: probability of keeping +β per minibatch")
 
     @property
     def label(self) -> str:
-        """The gradient estimator as the analysis groups it: the EP estimator, or ``bptt``."""
-        return "bptt" if self.alg == "bptt" else self.estimator
+        """The gradient estimator as the analysis groups it: the EP estimator, ``cep_<estimator>``
+        for continual EP, or ``bptt``."""
+        if self.alg == "bptt":
+            return "bptt"
+        return f"cep_{self.estimator}" if self.alg == "cep" else self.estimator
 
     @property
     def symmetric(self) -> bool:
@@ -78,6 +83,8 @@ class RuleConfig:
         for the symmetric estimator); BPTT's last T2 steps are inside its T1."""
         if self.alg == "bptt":
             return self.T1
+        if self.alg == "cep" and self.symmetric:  # +β phase, return towards s*, −β phase
+            return self.T1 + 3 * self.T2
         return self.T1 + self.T2 * (2 if self.symmetric else 1)
 
 

@@ -300,3 +300,27 @@ def test_energies_space_runs_and_summarize_compares_the_two_energies(ray_session
     for row in table.itertuples(index=False):
         sel = trials[(trials["config.model.kind"] == row[0]) & (trials["config.model.cost"] == row[1])]
         assert row.n == len(sel) and row.mean == pytest.approx(sel["test_acc"].mean())
+
+
+def test_cvf_angle_space_runs_and_summarize_tables_the_initial_angle(ray_session, tmp_path):
+    """The shipped C-VF space (shortened) goes through eqsearch search with the continual rule;
+    the summary groups accuracy by initial angle, and each trial logs its measured angle."""
+    from analysis import load_results
+    from analysis.tables import summarize
+    from eqsearch.search.driver import run_search
+
+    tree = yaml.safe_load((ROOT / "search_spaces" / "cvf_angle.yaml").read_text())
+    tree["base"]["data"]["max_batches"] = 6
+    tree["base"]["train"]["epochs"] = 2
+    tree["search"].update({"num_samples": 4})
+    spec = spec_from_tree(tree, "cvf-test.yaml")
+    outcome = run_search(spec, tmp_path / "results", show=False, notify=lambda m: None)
+    assert len(outcome.rows) == 4 and all(r["stop_reason"] in (R.COMPLETED, R.ASHA_STOPPED) for r in outcome.rows)
+    search = load_results(tmp_path / "results")
+    trials = search.trials
+    assert trials["angle_B1"].notna().all() and (trials["estimator"] == "cep_random_sign").all()
+    table = summarize(trials, searched=search.searched()).tables["by_initial_angle"]
+    assert table["n"].sum() == 4
+    for row in table.itertuples(index=False):
+        sel = trials[trials["config.model.angle"] == row[0]]
+        assert row.n == len(sel) and row.mean == pytest.approx(sel["test_acc"].mean())

@@ -73,7 +73,7 @@ def train(argv: tuple[str, ...]) -> None:
     """Train one network (flags: eqsearch train --help)."""
     parser = build_parser("eqsearch train", TRAIN_HELP)
     ns = parse(parser, list(argv))
-    if ns.todo == "gducheck":
+    if ns.todo == "gducheck" or ns.action == "plotcurves":
         return _gducheck(ns)
     if ns.todo == "evaluate":
         return _evaluate(Path(ns.load_path), "best", "both", ns.device, ns.data_root)

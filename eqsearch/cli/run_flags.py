@@ -100,6 +100,30 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     a.add_argument("--data-aug", action="store_true", default=None)
     a.add_argument("--dropouts", type=float, nargs="+")
 
+    b = p.add_argument_group("code base B flags (Ernoult et al., continual EP; lists output -> input as there; "
+                             "unset ones take its defaults)")
+    b.add_argument("--size_tab", type=int, nargs="+", help="layer sizes, OUTPUT first (e.g. 10 512 784)")
+    b.add_argument("--lr_tab", type=float, nargs="+", help="learning rates per layer, OUTPUT first")
+    b.add_argument("--T", type=int, help="free-phase steps (rule.T1)")
+    b.add_argument("--Kmax", type=int, help="nudged-phase steps (rule.T2)")
+    b.add_argument("--beta", type=float, help="nudging strength (rule.beta)")
+    b.add_argument("--cep", action="store_true", default=None, help="continual updates (rule.alg cep)")
+    b.add_argument("--learning-rule", dest="learning_rule", choices=["ep", "vf"], help="tied (ep) or untied (vf) weights")
+    b.add_argument("--randbeta", type=float, help="probability of keeping +β per minibatch (0: always +β)")
+    b.add_argument("--angle", type=float, help="vf: initial angle (degrees) between backward and forward weights")
+    b.add_argument("--discrete", action="store_true", default=None, help="prototypical (dt = 1) dynamics")
+    b.add_argument("--dt", type=float, help="Euler step of the continuous-time dynamics")
+    b.add_argument("--no-clamp", dest="no_clamp", action="store_true", default=None, help="no [0, 1] clamp")
+    b.add_argument("--activation-function", dest="activation_function", choices=["sigm", "hardsigm", "tanh"])
+    b.add_argument("--batch-size", dest="b_batch_size", type=int, help="training minibatch size")
+    b.add_argument("--test-batch-size", dest="b_test_batch_size", type=int, help="evaluation batch size")
+    b.add_argument("--action", choices=["train", "plotcurves"], help="plotcurves: the GDU check (eqsearch gducheck)")
+    b.add_argument("--device-label", dest="device_label", type=int, help="CUDA index; -1 = CPU")
+    b.add_argument("--angle-grad", dest="angle_grad", action="store_true", default=None,
+                   help="not available yet (the angle Ψ between C-EP updates and BPTT)")
+    b.add_argument("--debug-cep", dest="debug_cep", action="store_true", default=None,
+                   help="not available yet (C-EP with a tiny step reproducing EP)")
+
     c = p.add_argument_group("code base C flags (smonsays; unset ones take the preset of --energy)")
     c.add_argument("--energy", choices=["cond_gaussian", "restr_hopfield"], help="energy model (model.kind)")
     c.add_argument("--c_energy", choices=["cross_entropy", "squared_error"], help="cost function (model.cost)")
@@ -113,6 +137,53 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     c.add_argument("--batch_size", type=int, help="minibatch size")
     c.add_argument("--log_dir", help="accepted: names the run folder runs/<log_dir> unless --out is given")
     return p
+
+
+B_FLAGS = ("size_tab", "lr_tab", "T", "Kmax", "beta", "cep", "learning_rule", "randbeta", "angle", "discrete", "dt",
+           "no_clamp", "activation_function", "b_batch_size", "b_test_batch_size", "action", "device_label",
+           "angle_grad", "debug_cep")
+# code base B's defaults (reference §3.9) as dotted fields; the layer sizes of its paper commands
+B_DEFAULTS: dict[str, Any] = {
+    "data.dataset": "mnist", "data.batch_size": 20, "data.test_batch_size": 1000, "model.kind": "ep_cont",
+    "model.archi": [784, 512, 10], "model.activation": "sigm", "model.dt": 0.2, "model.clamp": True,
+    "rule.alg": "ep", "rule.estimator": "one_sided", "rule.beta": 1.0, "rule.T1": 100, "rule.T2": 25,
+    "optim.name": "sgd", "optim.momentum": 0.0, "optim.lrs": [0.1, 0.05], "train.epochs": 1,
+}
+
+
+def _b_overrides(ns: argparse.Namespace) -> dict[str, Any]:
+    """Dotted overrides for the code base B flags that were given (output -> input lists reversed)."""
+    for flag, what in (("angle_grad", "--angle-grad"), ("debug_cep", "--debug-cep")):
+        if getattr(ns, flag):
+            raise ConfigError(f"{what}: not available yet; allowed: train without it (eqsearch gducheck compares "
+                              "EP updates with BPTT)")
+    o: dict[str, Any] = {}
+    if ns.size_tab is not None:
+        o["model.archi"] = list(reversed(ns.size_tab))
+    if ns.lr_tab is not None:
+        o["optim.lrs"] = list(reversed(ns.lr_tab))
+    direct = {"T": "rule.T1", "Kmax": "rule.T2", "beta": "rule.beta", "angle": "model.angle", "dt": "model.dt",
+              "activation_function": "model.activation", "b_batch_size": "data.batch_size",
+              "b_test_batch_size": "data.test_batch_size"}
+    for flag, key in direct.items():
+        if getattr(ns, flag) is not None:
+            o[key] = getattr(ns, flag)
+    o["model.kind"] = f"{ns.learning_rule or 'ep'}_{'disc' if ns.discrete else 'cont'}"
+    if ns.discrete:
+        o.pop("model.dt", None)
+    if ns.no_clamp:
+        o["model.clamp"] = False
+    if ns.cep:
+        o["rule.alg"] = "cep"
+    if ns.randbeta:
+        o.update({"rule.estimator": "random_sign", "rule.randbeta": ns.randbeta})
+    if ns.device_label is not None:
+        o["train.device"] = "cpu" if ns.device_label < 0 else str(ns.device_label)
+    return o
+
+
+def uses_b_flags(ns: argparse.Namespace) -> bool:
+    return any(getattr(ns, f) not in (None, False) for f in B_FLAGS)
 
 
 C_FLAGS = ("energy", "c_energy", "dimensions", "nonlinearity", "fast_ff_init", "no_fast_ff_init", "learning_rate",
@@ -157,8 +228,6 @@ def _seed_overrides(ns: argparse.Namespace) -> dict[str, Any]:
         o["model.kind"] = SEED_MODELS[ns.model]
     if ns.task:
         o["data.dataset"] = SEED_TASKS[ns.task]
-    if ns.alg == "CEP":
-        raise ConfigError("--alg: got 'CEP'; allowed: EP, BPTT (continual EP is not available yet)")
     if ns.alg:
         o["rule.alg"] = ns.alg.lower()
     if ns.betas is not None:
@@ -190,9 +259,9 @@ def config_from_args(ns: argparse.Namespace, base: RunConfig | None = None) -> R
     tree: dict = base.to_dict() if base is not None else {}
     overrides: dict[str, Any] = {}
     source = ""
-    if uses_c_flags(ns) and uses_seed_flags(ns):
-        raise ConfigError("flags of code base A (--model, --archi, ...) and of code base C (--energy, "
-                          "--dimensions, ...) were mixed; allowed: one code base's flags per command")
+    if sum((uses_seed_flags(ns), uses_b_flags(ns), uses_c_flags(ns))) > 1:
+        raise ConfigError("flags of several code bases were mixed (A: --model, --archi, ...; B: --size_tab, "
+                          "--cep, ...; C: --energy, --dimensions, ...); allowed: one code base's flags per command")
     preset = ns.preset or ((ns.energy or "cond_gaussian") if uses_c_flags(ns) and base is None else None)
     if ns.config:
         tree = load_yaml(ns.config)
@@ -201,6 +270,10 @@ def config_from_args(ns: argparse.Namespace, base: RunConfig | None = None) -> R
         overrides.update(SEED_DEFAULTS)
         kind = SEED_MODELS[ns.model] if ns.model else SEED_DEFAULTS["model.kind"]
         overrides.update(family_of(kind).seed_defaults)
+    elif base is None and uses_b_flags(ns):
+        overrides.update(B_DEFAULTS)
+    if uses_b_flags(ns):
+        overrides.update(_b_overrides(ns))
     if preset:
         overrides.update(PRESETS[preset])
     overrides.update(_seed_overrides(ns))
@@ -211,10 +284,21 @@ def config_from_args(ns: argparse.Namespace, base: RunConfig | None = None) -> R
     for flag, key in native.items():
         if getattr(ns, flag) is not None:
             overrides[key] = getattr(ns, flag)
+    if ns.alg == "CEP" and overrides.get("optim.wds"):
+        overrides["optim.wds"] = cep_weight_decays(overrides["optim.wds"], overrides.get("optim.lrs") or [],
+                                                   overrides.get("rule.T2", SEED_DEFAULTS["rule.T2"]))
     for text in ns.assign:
         key, value = parse_assignment(text)
         overrides[key] = value
     return from_dict(tree, overrides, source=source)
+
+
+def cep_weight_decays(wds: list[float], lrs: list[float], T2: int) -> list[float]:
+    """Code base A's ``--alg CEP`` rescaling (reference §2.8): wd' = (1 − (1 − 0.1·wd)^(1/T2)) / lr, so
+    that the T2 per-step decays of one batch compound to a factor (1 − 0.1·wd)."""
+    if len(lrs) != len(wds):
+        raise ConfigError(f"--wds: got {wds}; allowed: one value per entry of --lrs ({lrs})")
+    return [(1.0 - (1.0 - 0.1 * wd) ** (1.0 / T2)) / lr if lr > 0 else wd for wd, lr in zip(wds, lrs)]
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:

@@ -105,6 +105,15 @@ class EnergyModel(nn.Module):
         gb = self.dphi_dtheta(x, b, beta_b, y, pre=pre, drive=drive)
         return {name: (gb[name] - g) * scale for name, g in ga.items()}
 
+    def step_update(self, x: torch.Tensor, prev: State, new: State, beta: Beta, y: torch.Tensor | None = None,
+                    drive: State | None = None) -> Grads:
+        """The estimate of +∂L/∂θ contributed by one nudged step s_t = ``prev`` → s_{t+1} = ``new``
+        (continual EP): −(1/β)[∂Φ̄_β/∂θ(s_{t+1}) − ∂Φ̄_β/∂θ(s_t)], vector-field models with
+        presynaptic activity s_t. Summed over a nudged phase with fixed weights it telescopes to
+        the one-sided EP update. ``beta``: a nonzero float."""
+        pre = prev if self.vector_field else None
+        return self.contrast(x, y, prev, beta, new, beta, -1.0 / beta, pre=pre, drive=drive)
+
     # ------------------------------------------------------------------ training hooks
     def synapse_groups(self) -> list[list[nn.Parameter]]:
         """Parameters per synapse layer, input -> output: one optimizer group each, so that

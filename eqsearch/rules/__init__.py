@@ -9,13 +9,14 @@ from __future__ import annotations
 from eqsearch.config import RuleConfig
 from eqsearch.rules.base import BatchResult, LearningRule, contrast, write_grads
 from eqsearch.rules.bptt import BPTTRule
+from eqsearch.rules.continual import ContinualRule
 from eqsearch.rules.ep import EPRule
 from eqsearch.rules.relax import free_phase, relax
 
-__all__ = ["BatchResult", "LearningRule", "EPRule", "BPTTRule", "RULES", "build_rule", "contrast", "write_grads",
+__all__ = ["BatchResult", "LearningRule", "EPRule", "BPTTRule", "ContinualRule", "RULES", "build_rule", "contrast", "write_grads",
            "free_phase", "relax"]
 
-RULES: dict[str, type[LearningRule]] = {"ep": EPRule, "bptt": BPTTRule}
+RULES: dict[str, type[LearningRule]] = {"ep": EPRule, "bptt": BPTTRule, "cep": ContinualRule}
 
 
 def build_rule(cfg: RuleConfig) -> LearningRule:

@@ -15,10 +15,21 @@ from __future__ import annotations
 
 import torch
 
+from eqsearch.config import RuleConfig
 from eqsearch.losses import as_target
 from eqsearch.models.base import EnergyModel, State, tile_batch
 from eqsearch.rules.base import BatchResult, LearningRule, contrast, write_grads
 from eqsearch.rules.relax import free_phase, relax
+
+
+def draw_sign(cfg: RuleConfig, generator: torch.Generator) -> float:
+    """+1 or −1: the sign of β for this minibatch. One-sided: +1; random-sign: +1 with
+    probability ``rule.randbeta`` (one draw from the run's generator)."""
+    if cfg.estimator != "random_sign":
+        return 1.0
+    if cfg.randbeta == 0.5:
+        return 1.0 if torch.randint(0, 2, (), generator=generator) else -1.0
+    return 1.0 if torch.rand((), generator=generator) < cfg.randbeta else -1.0
 
 
 class EPRule(LearningRule):
@@ -37,8 +48,7 @@ class EPRule(LearningRule):
             plus = [t[:n] for t in both]
             minus = [t[n:] for t in both]
             return [(plus, beta), (minus, -beta)], res
-        if est == "random_sign":
-            beta = beta if torch.randint(0, 2, (), generator=generator) else -beta
+        beta = beta * draw_sign(self.cfg, generator)
         nudged, res = relax(model, drive, free, T2, beta, y)
         return [(free, 0.0), (nudged, beta)], res
 

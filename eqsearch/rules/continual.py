@@ -1,0 +1,80 @@
+"""Continual EP (C-EP, and C-VF on vector-field models; reference §1.6, §2.8, §3.5).
+
+The free phase is EP's (T1 steps). In the nudged phase the parameters change at every step:
+after the step s_t → s_{t+1} the rule writes the step's estimate of +∂L/∂θ,
+−(1/β)[∂Φ̄/∂θ(s_{t+1}) − ∂Φ̄/∂θ(s_t)] (:meth:`EnergyModel.step_update`; C-VF: receiving
+neuron's change × sending neuron's activity at step t), and takes one optimizer step; the next
+step runs with the new parameters (the input drive is recomputed, with the batch's same random
+draws). With a vanishing learning rate the summed updates telescope to the one-sided EP update.
+
+Estimators: ``one_sided`` (+β); ``random_sign`` (+β with probability ``rule.randbeta``, else −β,
+drawn once per minibatch: code base B's ``--randbeta``); ``symmetric`` (code base A's
+``--alg CEP --thirdphase``): a continual +β phase, T2 free steps back towards s* without updates,
+then a continual −β phase, every step's update halved, so that the sum telescopes to the
+symmetric estimator −[G(s^β) − G(s^{−β})]/(2β) (code base A's experimental code weighted the
++β phase by 1/β).
+
+Weight decay (code base A, §2.8): the update of step k (0-based) is divided by
+(1 − lr·wd)^(T2 − 1 − k) per parameter group, compensating the decay the later steps apply.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from eqsearch.losses import as_target
+from eqsearch.models.base import EnergyModel, State
+from eqsearch.rules.base import BatchResult, LearningRule, write_grads
+from eqsearch.rules.ep import draw_sign
+from eqsearch.rules.relax import free_phase, relax
+
+
+class ContinualRule(LearningRule):
+    """One optimizer step per nudged step."""
+
+    def estimate(self, model, x, y, generator):
+        raise TypeError("continual EP updates the parameters during the relaxation: use train_batch")
+
+    @torch.no_grad()
+    def train_batch(self, model: EnergyModel, x: torch.Tensor, y: torch.Tensor,
+                    optimizer: torch.optim.Optimizer, generator: torch.Generator) -> BatchResult:
+        cfg = self.cfg
+        draws = generator.get_state()  # the drive's random draws, replayed when it is recomputed
+        drive, free, res_free = free_phase(model, x, cfg.T1, generator)
+        logits = model.logits(free)
+        target = as_target(y, logits.shape[1], logits.dtype)
+        if cfg.estimator == "symmetric":
+            self._continual_phase(model, x, target, drive, free, cfg.beta, 0.5, optimizer, draws)
+            back, _ = relax(model, drive, free, cfg.T2)  # β = 0: towards s* again (A's "third phase")
+            _, res = self._continual_phase(model, x, target, drive, back, -cfg.beta, 0.5, optimizer, draws)
+        else:
+            beta = cfg.beta * draw_sign(cfg, generator)
+            _, res = self._continual_phase(model, x, target, drive, free, beta, 1.0, optimizer, draws)
+        return BatchResult(logits, res_free, res)
+
+    def _continual_phase(self, model: EnergyModel, x: torch.Tensor, y: torch.Tensor, drive: State, start: State,
+                         beta: float, weight: float, optimizer: torch.optim.Optimizer,
+                         draws: torch.Tensor) -> tuple[State, torch.Tensor]:
+        """T2 nudged steps from ``start``, each followed by an update (scaled by ``weight``)."""
+        T2 = self.cfg.T2
+        decay = [(1.0 - g["lr"] * g.get("weight_decay", 0.0)) for g in optimizer.param_groups]
+        group_of = {id(p): i for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
+        names = dict(model.named_parameters())
+        k = 0
+
+        def update(prev: State, new: State) -> None:
+            nonlocal k
+            grads = model.step_update(x, prev, new, beta, y, drive)
+            remaining = T2 - 1 - k
+            for name, g in grads.items():
+                factor = weight / decay[group_of[id(names[name])]] ** remaining if remaining else weight
+                if factor != 1.0:
+                    grads[name] = g * factor
+            write_grads(model, grads)
+            optimizer.step()
+            replay = torch.Generator()
+            replay.set_state(draws)
+            drive[:] = model.input_drive(x, replay)  # the drive holds first-layer weights
+            k += 1
+
+        return relax(model, drive, start, T2, beta, y, on_step=update)

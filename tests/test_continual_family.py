@@ -1,0 +1,151 @@
+"""Code base B's networks as a family and the continual rule (C-EP / C-VF): code base B's flags,
+η → 0 telescoping through the real optimizer, randbeta draws, code base A's --alg CEP."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from eqsearch.cli import main
+from eqsearch.cli.run_flags import build_parser, cep_weight_decays, config_from_args
+from eqsearch.config import ConfigError, RuleConfig, from_dict
+from eqsearch.models.continual import ContinualMLP
+from eqsearch.optim import build_optimizer
+from eqsearch.rules import ContinualRule, EPRule
+from eqsearch.rules.ep import draw_sign
+from eqsearch.training import read_metrics
+
+
+def args(text: str):
+    return build_parser("eqsearch train", "").parse_args(text.split())
+
+
+def test_output_first_lists_are_converted_at_the_cli():
+    cfg = config_from_args(args("--size_tab 10 256 512 784 --lr_tab 0.01 0.02 0.03 --T 30 --Kmax 8 --beta 0.3 "
+                                "--cep --learning-rule vf --angle 45 --discrete --batch-size 16"))
+    assert cfg.model.archi == [784, 512, 256, 10]
+    assert cfg.optim.lrs == [0.03, 0.02, 0.01]  # the input layer's lr is the last of --lr_tab
+    assert (cfg.model.kind, cfg.model.angle, cfg.rule.alg, cfg.rule.T1, cfg.rule.T2, cfg.rule.beta,
+            cfg.data.batch_size) == ("vf_disc", 45.0, "cep", 30, 8, 0.3, 16)
+    opt, _ = build_optimizer(cfg.optim, ContinualMLP(cfg.model.archi, vector_field=True))
+    assert [g["lr"] for g in opt.param_groups] == [0.03, 0.02, 0.01]
+    assert opt.param_groups[0]["params"][0].shape == (512, 784)  # lr 0.03 on W_in
+    cont = config_from_args(args("--size_tab 10 512 784 --dt 0.08 --no-clamp --activation-function tanh"))
+    assert (cont.model.kind, cont.model.dt, cont.model.clamp, cont.model.activation) == ("ep_cont", 0.08, False, "tanh")
+    rb = config_from_args(args("--size_tab 10 512 784 --randbeta 0.3"))
+    assert (rb.rule.estimator, rb.rule.randbeta) == ("random_sign", 0.3)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("--size_tab 10 512 784 --angle 30", r"model\.angle: got 30\.0 with model\.kind='ep_cont'"),
+    ("--size_tab 10 784 --cep", r"model\.archi: got \[784, 10\]; allowed: input, at least one hidden layer"),
+    ("--size_tab 10 512 784 --angle-grad", r"--angle-grad: not available yet"),
+    ("--size_tab 10 512 784 --model MLP", r"flags of several code bases were mixed"),
+    ("--size_tab 10 512 784 --randbeta 1.5", r"rule\.randbeta: got 1\.5"),
+])
+def test_bad_code_base_b_flags_name_the_field(text, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_args(args(text))
+
+
+# the commands of code base B's README (reference §3.10), on digits-sized layers
+PAPER = [
+    "--lr_tab 0.04 0.08 --T 30 --Kmax 10 --beta 0.1",
+    "--lr_tab 0.0028 0.0056 --T 40 --Kmax 15 --beta 0.2 --cep",
+    "--lr_tab 0.0038 0.0076 --T 40 --Kmax 15 --beta 0.20 --cep --learning-rule vf --randbeta 0.5",
+    "--lr_tab 0.0038 0.0076 --T 40 --Kmax 15 --beta 0.20 --cep --learning-rule vf --randbeta 0.5 --angle 112.5",
+]
+
+
+@pytest.mark.parametrize("extra", ["--discrete", "--dt 0.2", "--dt 0.08 --no-clamp --activation-function tanh"])
+@pytest.mark.parametrize("command", PAPER)
+def test_code_base_b_commands_run_a_few_batches(command, extra, tmp_path):
+    argv = ["train", "--action", "train", "--size_tab", "10", "32", "64", *command.split(), *extra.split(),
+            "--set", "data.dataset=digits", "--max-batches", "3", "--epochs", "1", "--out", str(tmp_path), "--quiet"]
+    r = CliRunner().invoke(main, argv)
+    assert r.exit_code == 0, r.output
+    (m,) = read_metrics(tmp_path)
+    assert 0.0 <= m["test_acc"] <= 1.0
+    assert ("angle_B1" in m) == ("vf" in command)
+
+
+def test_plotcurves_is_the_gdu_check(tmp_path):
+    r = CliRunner().invoke(main, ["train", "--action", "plotcurves", "--size_tab", "10", "16", "64", "--discrete",
+                                  "--activation-function", "tanh", "--beta", "0.01", "--T", "60", "--Kmax", "5",
+                                  "--set", "data.dataset=digits", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "gdu.csv").is_file() and (tmp_path / "gdu.png").is_file()
+
+
+def tiny(kind: str, seed: int = 0):
+    torch.manual_seed(seed)
+    return ContinualMLP([6, 5, 4], activation="sigm", discrete=kind.endswith("disc"),
+                        vector_field=kind.startswith("vf")).double()
+
+
+@pytest.mark.parametrize("kind", ["ep_disc", "ep_cont"])
+def test_continual_ep_with_a_vanishing_step_equals_the_ep_update(kind):
+    """Σ_t of the per-step updates, applied by SGD with lr → 0, telescopes to one-sided EP."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(5, 6, generator=g, dtype=torch.float64), torch.randint(0, 4, (5,), generator=g)
+    rule = RuleConfig(alg="cep", estimator="one_sided", beta=0.3, T1=40, T2=12)
+    model = tiny(kind)
+    ref = copy.deepcopy(model)
+    EPRule(rule).estimate(ref, x, y, torch.Generator())
+    lr = 1e-7  # small enough that the weights barely drift, large enough to leave float64 rounding
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ContinualRule(rule).train_batch(model, x, y, opt, torch.Generator())
+    for name, p in model.named_parameters():
+        total = -(p.detach() - before[name]) / lr
+        torch.testing.assert_close(total, dict(ref.named_parameters())[name].grad, rtol=1e-4, atol=1e-7)
+
+
+def test_cvf_with_angle_zero_starts_as_cep():
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.rand(5, 6, generator=g, dtype=torch.float64), torch.randint(0, 4, (5,), generator=g)
+    rule = ContinualRule(RuleConfig(alg="cep", estimator="one_sided", beta=0.3, T1=30, T2=1))
+    ep, vf = tiny("ep_disc"), tiny("vf_disc")
+    vf.load_state_dict({**ep.state_dict(), **{f"B.{k}.weight": ep.W[k + 1].weight.t() for k in range(len(vf.B))}})
+    res = [rule.train_batch(m, x, y, torch.optim.SGD(m.parameters(), lr=0.0), torch.Generator()) for m in (ep, vf)]
+    torch.testing.assert_close(res[0].logits, res[1].logits)
+    assert vf.angles()["angle_B1"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_randbeta_draws_follow_their_probability():
+    gen = torch.Generator().manual_seed(0)
+    for p in (0.2, 0.5, 0.9):
+        cfg = RuleConfig(estimator="random_sign", randbeta=p)
+        signs = [draw_sign(cfg, gen) for _ in range(4000)]
+        assert abs(signs.count(1.0) / len(signs) - p) < 0.03
+    assert {draw_sign(RuleConfig(estimator="one_sided"), gen) for _ in range(50)} == {1.0}
+
+
+def test_code_base_a_alg_cep_trains_the_mlp_and_rescales_weight_decay(tmp_path):
+    r = CliRunner().invoke(main, ["train", "--model", "MLP", "--task", "digits", "--archi", "64", "32", "10",
+                                  "--alg", "CEP", "--betas", "0.0", "0.2", "--T1", "20", "--T2", "8", "--mbs", "16",
+                                  "--lrs", "0.02", "0.01", "--epochs", "2", "--thirdphase", "--out", str(tmp_path),
+                                  "--quiet"])
+    assert r.exit_code == 0, r.output
+    ms = read_metrics(tmp_path)
+    assert ms[-1]["train_loss"] < ms[0]["train_loss"] or ms[-1]["test_acc"] > 0.3
+    cfg = config_from_args(args("--model MLP --alg CEP --T2 10 --lrs 0.1 0.05 --wds 0.01 0.02"))
+    assert cfg.rule.alg == "cep"
+    assert cfg.optim.wds == pytest.approx(cep_weight_decays([0.01, 0.02], [0.1, 0.05], 10))
+    lr, wd = 0.1, 0.01
+    assert (1 - lr * cfg.optim.wds[0]) ** 10 == pytest.approx(1 - 0.1 * wd)  # T2 decays compound to 1 − 0.1·wd
+
+
+def test_cep_run_config_trains_through_fit():
+    from eqsearch.training import fit
+
+    cfg = from_dict(overrides={"model.kind": "vf_disc", "model.archi": [64, 64, 10], "model.angle": 0.0,
+                               "rule.alg": "cep", "rule.estimator": "one_sided", "rule.beta": 0.2, "rule.T1": 30,
+                               "rule.T2": 10, "optim.lrs": [0.01, 0.005], "data.batch_size": 16, "train.epochs": 3})
+    history = list(fit(cfg))
+    accs = [m["test_acc"] for m in history]
+    assert accs[-1] > 0.4 and accs[-1] > accs[0], accs  # 10 % is chance
+    assert history[-1]["angle_B1"] > 0.0  # the backward weights learn their own way
