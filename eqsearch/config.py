@@ -63,6 +63,8 @@ class RuleConfig:
     beta: float = setting(0.5, low=0.0, low_open=True, help="nudging strength |β|")
     T1: int = setting(20, low=0, help="free-phase steps")
     T2: int = setting(8, low=1, help="nudged-phase steps (BPTT: truncation length)")
+    tol: float = setting(0.0, low=0.0, help="end a phase early once ‖s_t − s_{t−1}‖ < tol (0: fixed T1 / T2 steps)")
+    tol_every: int = setting(5, low=1, help="check the residual for tol every this many steps")
     randbeta: float = setting(0.5, low=0.0, high=1.0, help="random_sign: probability of keeping +β per minibatch")
 
     @property
@@ -80,7 +82,8 @@ class RuleConfig:
 
     def steps_per_batch(self) -> int:
         """Relaxation steps of one training batch: T1 free steps plus T2 per nudged phase (two
-        for the symmetric estimator); BPTT's last T2 steps are inside its T1."""
+        for the symmetric estimator); BPTT's last T2 steps are inside its T1. With ``tol`` this
+        is the most a batch runs (the metric ``train_steps`` says how many ran)."""
         if self.alg == "bptt":
             return self.T1
         if self.alg == "cep" and self.symmetric:  # +β phase, return towards s*, −β phase

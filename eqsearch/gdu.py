@@ -46,7 +46,7 @@ def bptt_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T
     names = [n for n, _ in model.named_parameters()]
     params = list(model.parameters())
     with torch.no_grad():
-        _, ref, _ = free_phase(model, x, T1 - T2, init_generator())
+        _, ref, _, _ = free_phase(model, x, T1 - T2, init_generator())
     partial, neurons = [], []
     for K in range(T2 + 1):
         with torch.no_grad():
@@ -75,7 +75,7 @@ def bptt_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T
 
 @torch.no_grad()
 def ep_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2: int, beta: float) -> dict:
-    drive, state, _ = free_phase(model, x, T1, init_generator())
+    drive, state, _, _ = free_phase(model, x, T1, init_generator())
     free = state
     y = as_target(y, model.logits(free).shape[1], free[0].dtype)
     pre = free if model.vector_field else None

@@ -3,7 +3,8 @@
 ``fit(cfg, run_dir)`` yields one metrics dict per epoch. Metric names (one name everywhere:
 console, Tune, MLflow, analysis): ``epoch``, ``train_acc``, ``train_loss``, ``test_acc``,
 ``test_loss``, ``best_test_acc``, ``epoch_seconds``, ``residual_free``, ``residual_nudged`` (rules
-with a nudged phase), ``lr``, plus the model's own metrics (``EnergyModel.metrics``: ``angle_B<k>``
+with a nudged phase), ``train_steps`` (relaxation steps run per training batch: fewer than
+``rule.steps_per_batch()`` when ``rule.tol`` ends phases early), ``lr``, plus the model's own metrics (``EnergyModel.metrics``: ``angle_B<k>``
 for vector-field models, ...) and ``gdu_rel_error``, ``gdu_sign_error``, ``gdu_angle`` with
 ``train.check_thm``. Accuracies are fractions in [0, 1].
 
@@ -115,6 +116,7 @@ class Trainer:
         res_free = torch.zeros((), device=self.device)
         res_nudged = torch.zeros((), device=self.device)
         has_nudged = False
+        steps = 0
         seen = 0
         for k, (x, y) in enumerate(batches(self.data.x_train, self.data.y_train, cfg.data.batch_size,
                                            gen, cfg.data.max_batches), start=1):
@@ -125,6 +127,7 @@ class Trainer:
             correct += (result.logits.argmax(1) == y).sum()
             loss_sum += loss_per_sample(self.model.loss, result.logits, y).sum().double()
             res_free += result.residual_free
+            steps += cfg.rule.steps_per_batch() if result.steps is None else result.steps
             if result.residual_nudged is not None:
                 res_nudged += result.residual_nudged
                 has_nudged = True
@@ -141,7 +144,7 @@ class Trainer:
         self.epoch += 1
         step_scheduler(self.scheduler, self.epoch)
         out = {"train_acc": float(correct) / seen, "train_loss": float(loss_sum) / seen,
-               "residual_free": float(res_free) / total}
+               "residual_free": float(res_free) / total, "train_steps": steps / total}
         if has_nudged:
             out["residual_nudged"] = float(res_nudged) / total
         return out
@@ -158,7 +161,7 @@ class Trainer:
         extra: dict[str, torch.Tensor] = {}
         for x, y in batches(x_all, y_all, self.cfg.data.test_batch_size):
             x = x.to(self.dtype)
-            drive, state, _ = free_phase(self.model, x, self.cfg.rule.T1, gen)
+            drive, state, _, _ = free_phase(self.model, x, self.cfg.rule.T1, gen, self.cfg.rule.tol, self.cfg.rule.tol_every)
             logits = self.model.logits(state)
             correct += (logits.argmax(1) == y).sum()
             loss_sum += loss_per_sample(self.model.loss, logits, y).sum().double()

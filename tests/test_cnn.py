@@ -251,7 +251,7 @@ def test_gdu_check_with_max_pool_and_readout_matches_bptt_including_the_readout(
     assert {r["key"] for r in synapses} == {n for n, _ in net.named_parameters()}
     for r in synapses:
         assert r["rel_error"] < 1e-6 and r["angle"] < 1e-3, r
-    drive, state, _ = free_phase(net, x, T1 - T2)
+    drive, state, _, _ = free_phase(net, x, T1 - T2)
     end, _ = relax(net, net.input_drive(x), [s.detach() for s in state], T2)
     readout = net.W[-1].weight
     (true,) = torch.autograd.grad(loss_per_sample("cel", net.logits(end), y).mean(), [readout])
@@ -269,7 +269,7 @@ def test_symmetric_phases_as_one_2b_batch_equal_two_separate_phases(kind):
     x, _, y = random_batch(model)
     EPRule(RuleConfig(estimator="symmetric", beta=0.5, T1=6, T2=4)).estimate(model, x, y, torch.Generator())
     batched = {n: p.grad.clone() for n, p in model.named_parameters()}
-    drive, free, _ = free_phase(model, x, 6)
+    drive, free, _, _ = free_phase(model, x, 6)
     plus, _ = relax(model, drive, free, 4, 0.5, y)
     minus, _ = relax(model, drive, free, 4, -0.5, y)
     assert not torch.allclose(plus[-1], minus[-1])  # the phases really are nudged apart

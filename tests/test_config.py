@@ -77,7 +77,7 @@ def test_seed_command_maps_to_code_base_a_semantics():
 @pytest.mark.parametrize("text, message", [
     ("--model MLP --betas 0.1 0.2", r"--betas: got beta1=0\.1; allowed: beta1 = 0\.0"),
     ("--model MLP --betas 0.0 -0.2", r"--betas: got beta2=-0\.2; allowed: beta2 > 0"),
-    ("--model MLP --alg CEP", r"--alg: got 'CEP'"),
+    ("--model MLP --alg CEP --lrs 0.1 0.1 --wds 0.1", r"--wds: got \[0\.1\]; allowed: one value per entry of --lrs"),
     ("--model MLP --lrs 0.1", r"optim\.lrs: got \[0\.1\]"),
     ("--set rule.bta=1", r"rule\.bta: unknown field"),
 ])

@@ -62,7 +62,7 @@ def test_random_sign_draws_are_balanced_and_seeded():
     rule = EPRule(RuleConfig(estimator="random_sign"))
     model = tiny()
     x, y = batch()
-    _, free, _ = free_phase(model, x, 5)
+    _, free, _, _ = free_phase(model, x, 5)
     gen = torch.Generator().manual_seed(3)
     signs = [rule.nudged_states(model, model.input_drive(x), free, y, gen)[0][1][1] > 0 for _ in range(400)]
     assert 160 < sum(signs) < 240
@@ -76,7 +76,7 @@ def test_symmetric_phases_as_one_2b_batch_equal_two_separate_phases(cls):
     model, (x, y) = tiny(cls), batch()
     rule = EPRule(RuleConfig(estimator="symmetric", beta=0.4, T1=30, T2=12))
     batched = flat_grads(model, rule, x, y)
-    drive, free, _ = free_phase(model, x, 30)
+    drive, free, _, _ = free_phase(model, x, 30)
     plus, _ = relax(model, drive, free, 12, 0.4, y)
     minus, _ = relax(model, drive, free, 12, -0.4, y)
     pre = free if model.vector_field else None
@@ -88,7 +88,7 @@ def test_symmetric_phases_as_one_2b_batch_equal_two_separate_phases(cls):
 def test_vf_one_sided_update_is_receiving_change_times_free_sender():
     """§2.5: ĝ_{W_l} = −(1/β) mean[(s_l^β − s_l*) ⊗ s_{l−1}*]."""
     model, (x, y) = tiny(VFMLP), batch()
-    drive, free, _ = free_phase(model, x, 20)
+    drive, free, _, _ = free_phase(model, x, 20)
     nudged, _ = relax(model, drive, free, 10, 0.5, y)
     grads = contrast(model, x, y, free, 0.0, nudged, 0.5, pre=free)
     want = -((nudged[1] - free[1]).t() @ free[0]) / (0.5 * x.shape[0])
@@ -101,3 +101,44 @@ def test_tile_batch_repeats_along_batch_only():
     t = torch.arange(6.0).view(3, 2)
     out = tile_batch([t], 2)[0]
     assert out.shape == (6, 2) and torch.equal(out[3:], t)
+
+
+def test_early_exit_stops_at_the_first_check_below_tol():
+    from eqsearch.rules.relax import relax_to_tol
+
+    model, (x, y) = tiny(MLP), batch()
+    drive = model.input_drive(x)
+    state, residuals = model.init_state(drive), []
+    for _ in range(60):
+        state, r = relax(model, drive, state, 1)
+        residuals.append(float(r))
+    every, tol = 4, residuals[21] * 1.0001  # first below tol at step 22 (1-based) or later
+    first_check = next(k for k in range(every, 61, every) if residuals[k - 1] < tol)
+    got, res, done = relax_to_tol(model, drive, model.init_state(drive), 60, tol, every)
+    assert done == first_check and done < 60
+    want, _ = relax(model, drive, model.init_state(drive), done)
+    assert all(torch.equal(a, b) for a, b in zip(got, want)) and float(res) < tol
+
+
+@pytest.mark.parametrize("estimator", ["one_sided", "symmetric"])
+def test_tol_never_reached_or_zero_leaves_the_update_unchanged_and_steps_are_counted(estimator):
+    model, (x, y) = tiny(MLP), batch()
+    base = dict(estimator=estimator, beta=0.3, T1=23, T2=9)
+    plain = flat_grads(model, EPRule(RuleConfig(**base)), x, y)
+    unreachable = EPRule(RuleConfig(**base, tol=1e-300, tol_every=4))  # chunked loop, no exit
+    torch.testing.assert_close(flat_grads(model, unreachable, x, y), plain, rtol=0, atol=0)
+    result = EPRule(RuleConfig(**base)).estimate(model, x, y, torch.Generator())
+    assert result.steps == RuleConfig(**base).steps_per_batch()
+    early = EPRule(RuleConfig(**base, tol=1e9, tol_every=4)).estimate(model, x, y, torch.Generator())
+    assert early.steps == 4 + (8 if estimator == "symmetric" else 4)  # each phase exits at its first check
+
+
+def test_train_steps_metric_reports_the_steps_run():
+    from eqsearch.config import from_dict
+    from eqsearch.training import fit
+
+    cfg = from_dict(overrides={"data.max_batches": 3, "train.epochs": 1, "rule.estimator": "one_sided",
+                               "rule.T1": 20, "rule.T2": 8})
+    assert next(fit(cfg))["train_steps"] == 28
+    early = next(fit(cfg.replace({"rule.tol": 1e9, "rule.tol_every": 5})))
+    assert early["train_steps"] == 10

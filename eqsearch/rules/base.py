@@ -24,6 +24,7 @@ class BatchResult:
     logits: torch.Tensor                        # (B, C) prediction at the free state, before the update
     residual_free: torch.Tensor                 # 0-dim, ‖s_T − s_{T−1}‖ at the end of the free phase
     residual_nudged: torch.Tensor | None = None  # 0-dim, the same for the nudged phase (None: no nudged phase)
+    steps: int | None = None                    # relaxation steps run (None: the rule's fixed count)
 
 
 def contrast(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, a: State, beta_a: Beta, b: State, beta_b: Beta,

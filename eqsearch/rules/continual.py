@@ -40,7 +40,7 @@ class ContinualRule(LearningRule):
                     optimizer: torch.optim.Optimizer, generator: torch.Generator) -> BatchResult:
         cfg = self.cfg
         draws = generator.get_state()  # the drive's random draws, replayed when it is recomputed
-        drive, free, res_free = free_phase(model, x, cfg.T1, generator)
+        drive, free, res_free, free_steps = free_phase(model, x, cfg.T1, generator, cfg.tol, cfg.tol_every)
         logits = model.logits(free)
         target = as_target(y, logits.shape[1], logits.dtype)
         if cfg.estimator == "symmetric":
@@ -50,7 +50,8 @@ class ContinualRule(LearningRule):
         else:
             beta = cfg.beta * draw_sign(cfg, generator)
             _, res = self._continual_phase(model, x, target, drive, free, beta, 1.0, optimizer, draws)
-        return BatchResult(logits, res_free, res)
+        nudged = cfg.T2 * (3 if cfg.estimator == "symmetric" else 1)  # every nudged step updates: no early exit
+        return BatchResult(logits, res_free, res, free_steps + nudged)
 
     def _continual_phase(self, model: EnergyModel, x: torch.Tensor, y: torch.Tensor, drive: State, start: State,
                          beta: float, weight: float, optimizer: torch.optim.Optimizer,

@@ -19,7 +19,7 @@ from eqsearch.config import RuleConfig
 from eqsearch.losses import as_target
 from eqsearch.models.base import EnergyModel, State, tile_batch
 from eqsearch.rules.base import BatchResult, LearningRule, contrast, write_grads
-from eqsearch.rules.relax import free_phase, relax
+from eqsearch.rules.relax import free_phase, relax_to_tol
 
 
 def draw_sign(cfg: RuleConfig, generator: torch.Generator) -> float:
@@ -36,31 +36,34 @@ class EPRule(LearningRule):
     """Two (or three) phases, one contrast, one optimizer step per batch."""
 
     def nudged_states(self, model: EnergyModel, drive: State, free: State, y: torch.Tensor,
-                      generator: torch.Generator) -> tuple[list[tuple[State, float]], torch.Tensor]:
-        """The (state, β) pairs to contrast, and the nudged-phase residual."""
-        beta, T2 = self.cfg.beta, self.cfg.T2
-        est = self.cfg.estimator
-        if est == "symmetric":
+                      generator: torch.Generator) -> tuple[list[tuple[State, float]], torch.Tensor, int]:
+        """The (state, β) pairs to contrast, the nudged-phase residual and its steps run (both
+        phases of the symmetric estimator count)."""
+        cfg = self.cfg
+        beta, T2 = cfg.beta, cfg.T2
+        if cfg.estimator == "symmetric":
             n = y.shape[0]
             signs = torch.ones(2 * n, 1, dtype=free[0].dtype, device=free[0].device)
             signs[n:] = -1.0
-            both, res = relax(model, tile_batch(drive, 2), tile_batch(free, 2), T2, beta * signs, tile_batch([y], 2)[0])
+            both, res, done = relax_to_tol(model, tile_batch(drive, 2), tile_batch(free, 2), T2, cfg.tol,
+                                           cfg.tol_every, beta * signs, tile_batch([y], 2)[0])
             plus = [t[:n] for t in both]
             minus = [t[n:] for t in both]
-            return [(plus, beta), (minus, -beta)], res
-        beta = beta * draw_sign(self.cfg, generator)
-        nudged, res = relax(model, drive, free, T2, beta, y)
-        return [(free, 0.0), (nudged, beta)], res
+            return [(plus, beta), (minus, -beta)], res, 2 * done
+        beta = beta * draw_sign(cfg, generator)
+        nudged, res, done = relax_to_tol(model, drive, free, T2, cfg.tol, cfg.tol_every, beta, y)
+        return [(free, 0.0), (nudged, beta)], res, done
 
     @torch.no_grad()
     def estimate(self, model: EnergyModel, x: torch.Tensor, y: torch.Tensor,
                  generator: torch.Generator) -> BatchResult:
         """Write the EP estimate of +∂L/∂θ into ``p.grad`` (no parameter change)."""
-        drive, free, res_free = free_phase(model, x, self.cfg.T1, generator)
+        cfg = self.cfg
+        drive, free, res_free, free_steps = free_phase(model, x, cfg.T1, generator, cfg.tol, cfg.tol_every)
         logits = model.logits(free)
         y = as_target(y, logits.shape[1], logits.dtype)  # built once, not at every nudged step
-        pairs, res_nudged = self.nudged_states(model, drive, free, y, generator)
+        pairs, res_nudged, nudged_steps = self.nudged_states(model, drive, free, y, generator)
         (a, beta_a), (b, beta_b) = pairs
         pre = free if model.vector_field else None
         write_grads(model, contrast(model, x, y, a, beta_a, b, beta_b, pre=pre, drive=drive))
-        return BatchResult(logits, res_free, res_nudged)
+        return BatchResult(logits, res_free, res_nudged, free_steps + nudged_steps)

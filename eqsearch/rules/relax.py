@@ -33,10 +33,30 @@ def relax(model: EnergyModel, drive: State, state: State, steps: int, beta=0.0, 
     return state, residual(prev, state)
 
 
-def free_phase(model: EnergyModel, x: torch.Tensor, steps: int,
-               generator: torch.Generator | None = None) -> tuple[State, State, torch.Tensor]:
-    """Input drive, then ``steps`` free steps from the model's initial state: (drive, s*, residual).
-    ``generator`` supplies the batch's random draws (dropout masks, random initial states)."""
+def relax_to_tol(model: EnergyModel, drive: State, state: State, max_steps: int, tol: float, every: int,
+                 beta=0.0, y: torch.Tensor | None = None) -> tuple[State, torch.Tensor, int]:
+    """Up to ``max_steps`` steps, stopping at the first check where ‖s_t − s_{t−1}‖ < ``tol``;
+    the residual is checked every ``every`` steps (and at the end), so the loop synchronises
+    with the host once per check only. Returns (state, residual, steps run). ``tol`` = 0: the
+    plain fixed-length :func:`relax`."""
+    if tol <= 0.0:
+        state, res = relax(model, drive, state, max_steps, beta, y)
+        return state, res, max_steps
+    done, res = 0, state[0].new_zeros(())
+    while done < max_steps:
+        n = min(every, max_steps - done)
+        state, res = relax(model, drive, state, n, beta, y)
+        done += n
+        if float(res) < tol:
+            break
+    return state, res, done
+
+
+def free_phase(model: EnergyModel, x: torch.Tensor, steps: int, generator: torch.Generator | None = None,
+               tol: float = 0.0, every: int = 5) -> tuple[State, State, torch.Tensor, int]:
+    """Input drive, then up to ``steps`` free steps from the model's initial state (early exit
+    below ``tol``, see :func:`relax_to_tol`): (drive, s*, residual, steps run). ``generator``
+    supplies the batch's random draws (dropout masks, random initial states)."""
     drive = model.input_drive(x, generator)
-    state, res = relax(model, drive, model.init_state(drive, generator), steps)
-    return drive, state, res
+    state, res, done = relax_to_tol(model, drive, model.init_state(drive, generator), steps, tol, every)
+    return drive, state, res, done
