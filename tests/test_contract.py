@@ -10,13 +10,14 @@ the same network.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import pytest
 import torch
 
 from eqsearch.errors import GradientMappingError
 from eqsearch.families import families, family_of, kinds
-from eqsearch.fields import build_section
+from eqsearch.fields import build_section, setting
 from eqsearch.losses import as_target
 from eqsearch.rules import contrast, write_grads
 from tests.conftest import assert_grads_close, autograd_param_grads
@@ -131,3 +132,47 @@ def test_checkpoint_round_trip_restores_the_same_network(kind):
     for p, q in zip(after, want):
         assert torch.equal(p, q)
     assert other.metrics().keys() == model.metrics().keys()
+
+
+def test_public_api_and_epoch_hooks_reach_the_model(monkeypatch):
+    """``eqsearch`` re-exports its API lazily, and fit() calls the model's per-epoch hooks."""
+    import subprocess
+    import sys
+
+    import eqsearch
+    from eqsearch.models.mlp import MLP
+
+    code = "import sys, eqsearch; eqsearch.from_dict; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # configs load without torch
+    calls = []
+    monkeypatch.setattr(MLP, "on_epoch_end", lambda self: calls.append("end"))
+    monkeypatch.setattr(MLP, "metrics", lambda self: {"lca_probe": 1.5})
+    cfg = eqsearch.from_dict(overrides={"data.max_batches": 2, "train.epochs": 2})
+    history = list(eqsearch.fit(cfg))
+    assert calls == ["end", "end"] and all(m["lca_probe"] == 1.5 for m in history)
+
+
+@dataclass
+class Inner:
+    lam: float = setting(0.1, low=0.0, help="threshold")
+
+
+@dataclass
+class Outer:
+    kind: str = setting("x", choices=("x",))
+    lca: Inner = setting(Inner())
+
+
+def test_nested_config_sections_build_flatten_and_take_dotted_overrides():
+    from eqsearch.errors import ConfigError
+    from eqsearch.fields import build_section, flatten, set_dotted
+
+    tree: dict = {"kind": "x"}
+    set_dotted(tree, "lca.lam", 0.5)
+    section = build_section(Outer, tree, "model")
+    assert section.lca.lam == 0.5 and flatten(section, "model") == {"model.kind": "x", "model.lca.lam": 0.5}
+    with pytest.raises(ConfigError, match=r"model\.lca\.lam: got -1\.0; allowed: a number >= 0\.0"):
+        build_section(Outer, {"lca": {"lam": -1}}, "model")
+    with pytest.raises(ConfigError, match=r"model\.lca\.mu: unknown field; allowed: lam"):
+        build_section(Outer, {"lca": {"mu": 1}}, "model")

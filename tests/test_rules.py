@@ -106,7 +106,7 @@ def test_tile_batch_repeats_along_batch_only():
 def test_early_exit_stops_at_the_first_check_below_tol():
     from eqsearch.rules.relax import relax_to_tol
 
-    model, (x, y) = tiny(MLP), batch()
+    model, (x, _) = tiny(MLP), batch()
     drive = model.input_drive(x)
     state, residuals = model.init_state(drive), []
     for _ in range(60):

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from eqsearch.dynamics import Dynamics, FixedPoint
+from eqsearch.errors import ConfigError
 
 State = list[torch.Tensor]
 Beta = float | torch.Tensor
@@ -177,6 +178,16 @@ def residual(prev: State, new: State) -> torch.Tensor:
     """‖s_{t+1} − s_t‖ over all layers, root-mean-square over the batch (a 0-dim tensor)."""
     sq = sum((n - p).pow(2).flatten(1).sum(1) for p, n in zip(prev, new))
     return sq.mean().sqrt()
+
+
+def check_layer_sizes(archi: list[int], input_shape: tuple[int, ...], num_classes: int) -> None:
+    """A layered network's sizes fit the data: first = flattened input size, last = classes."""
+    n_in = 1
+    for d in input_shape:
+        n_in *= d
+    if archi[0] != n_in or archi[-1] != num_classes:
+        raise ConfigError(f"model.archi: got {archi}; allowed: first size = input size {n_in}, "
+                          f"last size = number of classes {num_classes} for this data set")
 
 
 def scale_init(module: nn.Module, scale: float | None) -> None:

@@ -77,7 +77,7 @@ from eqsearch.activations import ACTIVATIONS, Activation
 from eqsearch.dynamics import Euler, FixedPoint
 from eqsearch.errors import ConfigError
 from eqsearch.losses import loss_grad, loss_per_sample
-from eqsearch.models.base import Beta, EnergyModel, Grads, State, is_zero, weight_angle
+from eqsearch.models.base import check_layer_sizes, Beta, EnergyModel, Grads, State, is_zero, weight_angle
 
 
 @dataclass(frozen=True)
@@ -371,12 +371,7 @@ class ContinualMLP(EnergyModel):
 def build(cfg, input_shape: tuple[int, ...], num_classes: int) -> ContinualMLP:
     """The network of an ``ep_disc`` / ``vf_disc`` / ``ep_cont`` / ``vf_cont`` model section
     (weights from the global RNG, seeded by the run; angle flips from the same seed)."""
-    n_in = 1
-    for d in input_shape:
-        n_in *= d
-    if cfg.archi[0] != n_in or cfg.archi[-1] != num_classes:
-        raise ConfigError(f"model.archi: got {cfg.archi}; allowed: first size = input size {n_in}, "
-                          f"last size = number of classes {num_classes} for this data set")
+    check_layer_sizes(cfg.archi, input_shape, num_classes)
     discrete = cfg.kind.endswith("_disc")
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))  # drawn from the seeded global RNG
     return ContinualMLP(cfg.archi, activation=cfg.activation, discrete=discrete,

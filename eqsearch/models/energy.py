@@ -37,8 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eqsearch.dynamics import Euler
-from eqsearch.errors import ConfigError
-from eqsearch.models.base import Beta, EnergyModel, State
+from eqsearch.models.base import check_layer_sizes, Beta, EnergyModel, State
 
 
 class Nonlinearity(NamedTuple):
@@ -265,11 +264,6 @@ class EnergyNet(EnergyModel):
 
 def build(cfg, input_shape: tuple[int, ...], num_classes: int) -> EnergyNet:
     """The network of a ``cond_gaussian`` / ``restr_hopfield`` model section."""
-    n_in = 1
-    for d in input_shape:
-        n_in *= d
-    if cfg.archi[0] != n_in or cfg.archi[-1] != num_classes:
-        raise ConfigError(f"model.archi: got {cfg.archi}; allowed: first size = input size {n_in}, "
-                          f"last size = number of classes {num_classes} for this data set")
+    check_layer_sizes(cfg.archi, input_shape, num_classes)
     return EnergyNet(cfg.archi, energy=cfg.kind, cost=cfg.cost, nonlinearity=cfg.nonlinearity, dt=cfg.dt,
                      tau=cfg.tau, fast_ff_init=cfg.fast_ff_init, init=cfg.init)

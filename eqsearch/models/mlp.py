@@ -25,8 +25,7 @@ from torch import nn
 
 from eqsearch.activations import IDENTITY, Activation, get_activation
 from eqsearch.losses import loss_grad, loss_per_sample
-from eqsearch.errors import ConfigError
-from eqsearch.models.base import Beta, EnergyModel, State, VectorField, is_zero, scale_init
+from eqsearch.models.base import check_layer_sizes, Beta, EnergyModel, State, VectorField, is_zero, scale_init
 
 
 class MLP(EnergyModel):
@@ -175,11 +174,6 @@ def _outer_difference(post_b, post_a, pre_b, pre_a, c: float) -> torch.Tensor:
 
 def build(cfg, input_shape: tuple[int, ...], num_classes: int) -> MLP:
     """The network of an ``mlp`` / ``vf_mlp`` model section (default init, then ``scale``)."""
-    n_in = 1
-    for d in input_shape:
-        n_in *= d
-    if cfg.archi[0] != n_in or cfg.archi[-1] != num_classes:
-        raise ConfigError(f"model.archi: got {cfg.archi}; allowed: first size = input size {n_in}, "
-                          f"last size = number of classes {num_classes} for this data set")
+    check_layer_sizes(cfg.archi, input_shape, num_classes)
     cls = VFMLP if cfg.kind == "vf_mlp" else MLP
     return cls(cfg.archi, act=cfg.act, loss=cfg.loss, scale=cfg.scale)
