@@ -16,7 +16,6 @@ bit-identically on the CPU.
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 import time
@@ -25,18 +24,18 @@ from typing import Callable, Iterator
 
 import torch
 
-from eqsearch.config import RunConfig, TrainConfig, load_config
+from eqsearch.config import RunConfig, TrainConfig
 from eqsearch.data import Dataset, augment, batches, load_dataset, num_batches
 from eqsearch.errors import DivergedError
 from eqsearch.losses import loss_per_sample
 from eqsearch.models import build_model
 from eqsearch.optim import build_optimizer, step_scheduler
 from eqsearch.rules import build_rule, free_phase
+from eqsearch.run_folder import BEST, CONFIG_FILE, LATEST, METRICS_FILE, append_metrics, load_run_config, read_metrics
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.csv"
-LATEST = "checkpoint_latest.pt"
-BEST = "checkpoint_best.pt"
+__all__ = ["Trainer", "fit", "prepare_run", "resolve_device", "epoch_generator", "BEST", "CONFIG_FILE", "LATEST",
+           "METRICS_FILE", "append_metrics", "load_run_config", "read_metrics"]
+
 GDU_SAMPLES = 5  # samples used by the per-epoch GDU check (code base A's --check-thm)
 
 
@@ -220,35 +219,6 @@ class Trainer:
 
     def load(self, path: str | Path) -> None:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
-
-
-# ---------------------------------------------------------------------- run folders
-def append_metrics(path: Path, metrics: dict) -> None:
-    """Append one row to ``metrics.csv``, widening the header if a new metric appears."""
-    rows = []
-    if path.exists():
-        with path.open() as f:
-            rows = list(csv.DictReader(f))
-    rows.append({k: v for k, v in metrics.items()})
-    header: list[str] = []
-    for r in rows:
-        header += [k for k in r if k not in header]
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=header)
-        w.writeheader()
-        w.writerows(rows)
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return [{k: float(v) if v not in ("", None) else None for k, v in r.items()} for r in csv.DictReader(f)]
-
-
-def load_run_config(run_dir: str | Path, overrides: dict | None = None) -> RunConfig:
-    return load_config(Path(run_dir) / CONFIG_FILE, overrides)
 
 
 def prepare_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False,

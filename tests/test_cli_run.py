@@ -86,3 +86,14 @@ def test_help_lists_native_and_seed_flags():
     assert r.exit_code == 0
     for flag in ("--config", "--set", "--data-root", "--max-batches", "--thirdphase", "--betas", "--load-path"):
         assert flag in r.output
+
+
+def test_the_cli_imports_no_heavy_library_until_a_command_needs_it():
+    """``eqsearch --help`` (and every command's help) starts without torch, Ray, MLflow or pandas."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from eqsearch.cli import main; "
+            "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'pandas', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

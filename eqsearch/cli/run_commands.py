@@ -1,4 +1,7 @@
-"""Run commands: ``train``, ``evaluate``, ``gducheck`` and ``demo``."""
+"""Run commands: ``train``, ``evaluate``, ``gducheck`` and ``demo``.
+
+torch and the engine are imported inside the commands, so that ``eqsearch --help`` starts at once.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,12 @@ import time
 from pathlib import Path
 
 import click
-import torch
 
 from eqsearch.cli import main
 from eqsearch.cli.run_flags import build_parser, config_from_args, fail, parse
 from eqsearch.config import RunConfig
 from eqsearch.errors import ConfigError, DataError, DivergedError
-from eqsearch.progress import RunProgress
-from eqsearch.training import BEST, LATEST, Trainer, fit, load_run_config, prepare_run
+from eqsearch.run_folder import BEST, LATEST, load_run_config
 
 PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
 
@@ -34,6 +35,9 @@ def describe(cfg: RunConfig) -> str:
 
 def run_training(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = False) -> list[dict]:
     """Train with progress output; returns the metrics of the epochs run now."""
+    from eqsearch.progress import RunProgress
+    from eqsearch.training import fit, prepare_run
+
     try:
         trainer = prepare_run(cfg, out, resume=resume)
     except (ConfigError, DataError) as exc:
@@ -95,6 +99,8 @@ def _evaluate(run_dir: Path, which: str, split: str, device: str | None, data_ro
     ckpt = run_dir / (BEST if which == "best" else LATEST)
     if not ckpt.exists():
         fail(f"{run_dir}: no {ckpt.name}; allowed: a run folder written by eqsearch train")
+    from eqsearch.training import Trainer
+
     overrides = {k: v for k, v in (("train.device", device), ("data.root", data_root)) if v is not None}
     try:
         cfg = load_run_config(run_dir, overrides)
@@ -138,7 +144,10 @@ def gducheck(argv: tuple[str, ...]) -> None:
 
 
 def _gducheck(ns) -> None:
+    import torch
+
     from eqsearch.gdu import gdu_check, plot_gdu
+    from eqsearch.training import Trainer
 
     samples = 20
     try:
