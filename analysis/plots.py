@@ -67,8 +67,12 @@ def metric_vs_angle(trials: pd.DataFrame, metric: str, title: str, path: Path) -
     angle = mean_angle(trials)
     if angle is not None and angle.notna().any():
         series["weight angle (mean angle_B, degrees)"] = angle
+    if "config.model.angle" in trials.columns and trials["config.model.angle"].dropna().nunique() > 1:
+        series["initial weight angle (model.angle, degrees)"] = trials["config.model.angle"].astype(float)
     if "gdu_angle" in trials.columns and trials["gdu_angle"].notna().any():
         series["EP-vs-BPTT gradient angle (gdu_angle)"] = trials["gdu_angle"].astype(float)
+    if "angle_grad" in trials.columns and trials["angle_grad"].notna().any():
+        series["total update vs BPTT, Ψ (angle_grad)"] = trials["angle_grad"].astype(float)
     if not series:
         return None
     fig, axes = plt.subplots(1, len(series), figsize=(6 * len(series), 4.5), squeeze=False)

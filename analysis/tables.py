@@ -22,7 +22,7 @@ from eqsearch.search.results import COMPLETED
 
 STATS = ("n", "mean", "std", "min", "max")
 ANGLE_BIN_DEGREES = 15
-DIAGNOSTICS = ("gdu_angle", "gdu_rel_error", "gdu_sign_error")
+DIAGNOSTICS = ("gdu_angle", "gdu_rel_error", "gdu_sign_error", "angle_grad")
 
 
 @dataclass

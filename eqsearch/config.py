@@ -65,6 +65,7 @@ class RuleConfig:
     T2: int = setting(8, low=1, help="nudged-phase steps (BPTT: truncation length)")
     tol: float = setting(0.0, low=0.0, help="end a phase early once ‖s_t − s_{t−1}‖ < tol (0: fixed T1 / T2 steps)")
     tol_every: int = setting(5, low=1, help="check the residual for tol every this many steps")
+    cep_debug: bool = setting(False, help="cep: the debug procedure (tiny continual steps, then one EP-like step)")
     randbeta: float = setting(0.5, low=0.0, high=1.0, help="random_sign: probability of keeping +β per minibatch")
 
     @property
@@ -111,6 +112,8 @@ class TrainConfig:
     device: str = setting("cpu", help="cpu, cuda, cuda:k or a bare GPU index")
     threads: int | None = setting(None, low=1, help="torch CPU threads")
     check_thm: bool = setting(False, help="GDU check (EP vs BPTT) once per epoch")
+    angle_grad: bool = setting(False, help="log angle_grad: Ψ between the total (C-)EP update and the BPTT gradient, "
+                                           "before training (angle_grad_initial) and after every epoch")
     compile: bool = setting(False, help="torch.compile the relaxation step")
     channels_last: bool = setting(True, help="CNN: channels-last weights and states (CPU: ~2x faster)")
     tf32: bool = setting(False, help="CUDA: allow TF32 in matmuls and convolutions")

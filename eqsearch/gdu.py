@@ -164,3 +164,32 @@ def plot_gdu(series: dict[str, dict], path: str | Path, max_keys: int = 6, eleme
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def update_angle(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2: int, beta: float) -> float:
+    """Ψ (degrees, code base B's ``--angle-grad``): the angle between the total continual update
+    of the batch at a vanishing step — Σ_t of :meth:`EnergyModel.step_update` over T2 nudged steps
+    from the free state, weights fixed (C-VF: sending neuron at step t) — and the gradient of the
+    loss after T1 free steps back-propagated through the last min(T2, T1) of them, over all
+    parameters as one vector. The model is left unchanged (``p.grad`` too)."""
+    from eqsearch.config import RuleConfig
+    from eqsearch.rules import BPTTRule
+
+    saved = {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        drive, state, _, _ = free_phase(model, x, T1, init_generator())
+        target = as_target(y, model.logits(state).shape[1], state[0].dtype)
+        total: dict[str, torch.Tensor] = {}
+        for _ in range(T2):
+            new = model.step(state, drive, beta, target)
+            for name, g in model.step_update(x, state, new, beta, target, drive).items():
+                total[name] = total[name] + g if name in total else g
+            state = new
+    BPTTRule(RuleConfig(alg="bptt", T1=T1, T2=min(T2, T1))).estimate(model, x, y, init_generator())
+    names = [n for n, _ in model.named_parameters()]
+    bptt = torch.cat([dict(model.named_parameters())[n].grad.flatten() for n in names])
+    ep = torch.cat([total[n].flatten() for n in names])
+    for name, p in model.named_parameters():
+        p.grad = saved[name]
+    cos = (ep @ bptt) / (ep.norm() * bptt.norm()).clamp_min(1e-30)
+    return float(torch.rad2deg(torch.arccos(cos.clamp(-1, 1))))

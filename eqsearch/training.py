@@ -37,6 +37,7 @@ __all__ = ["Trainer", "fit", "prepare_run", "resolve_device", "epoch_generator",
            "METRICS_FILE", "append_metrics", "load_run_config", "read_metrics"]
 
 GDU_SAMPLES = 5  # samples used by the per-epoch GDU check (code base A's --check-thm)
+ANGLE_GRAD_SAMPLES = 20  # samples of the per-epoch angle Ψ (train.angle_grad)
 
 
 def resolve_device(spec: str, notify: Callable[[str], None] | None = None) -> torch.device:
@@ -180,10 +181,20 @@ class Trainer:
         rows, _ = gdu_check(self.model, x, y, r.T1, r.T2, r.beta, symmetric=r.symmetric)
         return summarize(rows, "symmetric" if r.symmetric else "one_sided")
 
+    def angle_grad(self) -> float:
+        """Ψ on the first ``ANGLE_GRAD_SAMPLES`` training samples (see :func:`eqsearch.gdu.update_angle`)."""
+        from eqsearch.gdu import update_angle
+
+        r = self.cfg.rule
+        x = self.data.x_train[:ANGLE_GRAD_SAMPLES].to(self.dtype)
+        return update_angle(self.model, x, self.data.y_train[:ANGLE_GRAD_SAMPLES], r.T1, r.T2, r.beta)
+
     def run_epoch(self, on_batch=None) -> dict:
         """Train one epoch, evaluate, and return the epoch's full metrics dict."""
         t0 = time.perf_counter()
         metrics = {"epoch": self.epoch + 1}
+        if self.cfg.train.angle_grad and self.epoch == 0:
+            metrics["angle_grad_initial"] = self.angle_grad()
         metrics.update(self.train_epoch(on_batch))
         metrics.update(self.evaluate("test"))
         if not math.isfinite(metrics["test_loss"]):
@@ -192,6 +203,8 @@ class Trainer:
         metrics["best_test_acc"] = self.best_test_acc
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         metrics.update(self.model.metrics())
+        if self.cfg.train.angle_grad:
+            metrics["angle_grad"] = self.angle_grad()
         if self.cfg.train.check_thm and self.cfg.rule.alg == "ep":
             metrics.update(self.gdu_metrics())
         metrics["epoch_seconds"] = time.perf_counter() - t0

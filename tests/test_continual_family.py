@@ -42,7 +42,7 @@ def test_output_first_lists_are_converted_at_the_cli():
 @pytest.mark.parametrize("text, message", [
     ("--size_tab 10 512 784 --angle 30", r"model\.angle: got 30\.0 with model\.kind='ep_cont'"),
     ("--size_tab 10 784 --cep", r"model\.archi: got \[784, 10\]; allowed: input, at least one hidden layer"),
-    ("--size_tab 10 512 784 --angle-grad", r"--angle-grad: not available yet"),
+    ("--size_tab 10 512 784 --debug-cep --set rule.T2=0", r"rule\.T2: got 0"),
     ("--size_tab 10 512 784 --model MLP", r"flags of several code bases were mixed"),
     ("--size_tab 10 512 784 --randbeta 1.5", r"rule\.randbeta: got 1\.5"),
 ])
@@ -149,3 +149,65 @@ def test_cep_run_config_trains_through_fit():
     accs = [m["test_acc"] for m in history]
     assert accs[-1] > 0.4 and accs[-1] > accs[0], accs  # 10 % is chance
     assert history[-1]["angle_B1"] > 0.0  # the backward weights learn their own way
+
+
+def test_debug_cep_gives_the_standard_ep_step():
+    """B's --debug-cep / A's --cep-debug: tiny continual steps, then one optimizer step on the total
+    move, equal (to the weights' tiny drift) to one EP step with the same optimizer."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(5, 6, generator=g, dtype=torch.float64), torch.randint(0, 4, (5,), generator=g)
+    cfg = RuleConfig(alg="cep", estimator="one_sided", beta=0.3, T1=40, T2=12, cep_debug=True)
+    debug, ep = tiny("vf_disc"), tiny("vf_disc")
+    start = {n: p.detach().clone() for n, p in ep.named_parameters()}
+    opt_d = torch.optim.SGD(debug.parameters(), lr=0.05, momentum=0.9)
+    opt_e = torch.optim.SGD(ep.parameters(), lr=0.05, momentum=0.9)
+    ContinualRule(cfg).train_batch(debug, x, y, opt_d, torch.Generator())
+    total = {n: torch.zeros_like(p) for n, p in ep.named_parameters()}  # Σ_t step_update at fixed weights
+    with torch.no_grad():
+        from eqsearch.rules import free_phase
+
+        drive, state, _, _ = free_phase(ep, x, 40)
+        target = torch.nn.functional.one_hot(y, 4).double()
+        for _ in range(12):
+            new = ep.step(state, drive, 0.3, target)
+            for n, u in ep.step_update(x, state, new, 0.3, target, drive).items():
+                total[n] += u
+            state = new
+    for n, p in ep.named_parameters():
+        p.grad = total[n]
+    opt_e.step()
+    for (n, p), q in zip(debug.named_parameters(), ep.parameters()):
+        torch.testing.assert_close(p - start[n], q.detach() - start[n], rtol=1e-3, atol=1e-9)
+
+
+def test_angle_grad_is_small_for_tied_converged_ep_and_grows_with_reversed_feedback():
+    from eqsearch.gdu import update_angle
+    from eqsearch.models import MLP
+
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.rand(8, 6, generator=g, dtype=torch.float64), torch.randint(0, 4, (8,), generator=g)
+    torch.manual_seed(0)
+    tied = MLP([6, 5, 4], act="tanh").double()
+    grads_before = [p.grad for p in tied.parameters()]
+    assert update_angle(tied, x, y, T1=200, T2=10, beta=1e-4) < 1.0  # GDU: EP follows BPTT
+    assert [p.grad for p in tied.parameters()] == grads_before  # the model is left as it was
+    torch.manual_seed(0)
+    reversed_fb = ContinualMLP([6, 5, 4], activation="tanh", discrete=False, dt=0.1, clamp=False,
+                               vector_field=True, angle=180.0).double()
+    aligned = copy.deepcopy(reversed_fb)
+    with torch.no_grad():
+        aligned.B[0].weight.copy_(aligned.W[1].weight.t())
+    psi_rev = update_angle(reversed_fb, x, y, T1=200, T2=10, beta=1e-3)
+    psi_aligned = update_angle(aligned, x, y, T1=200, T2=10, beta=1e-3)
+    # reversed feedback misdirects the hidden layer's update (the output layer's stays right)
+    assert psi_aligned < 10.0 and psi_rev > psi_aligned + 15.0, (psi_aligned, psi_rev)
+
+
+def test_angle_grad_is_logged_before_training_and_every_epoch(tmp_path):
+    r = CliRunner().invoke(main, ["train", "--size_tab", "10", "16", "64", "--lr_tab", "0.01", "0.02", "--T", "20",
+                                  "--Kmax", "5", "--beta", "0.2", "--cep", "--learning-rule", "vf", "--discrete",
+                                  "--angle-grad", "--set", "data.dataset=digits", "--max-batches", "3", "--epochs", "2",
+                                  "--out", str(tmp_path), "--quiet"])
+    assert r.exit_code == 0, r.output
+    ms = read_metrics(tmp_path)
+    assert 0 <= ms[0]["angle_grad_initial"] <= 180 and all(0 <= m["angle_grad"] <= 180 for m in ms)

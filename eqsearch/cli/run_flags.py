@@ -32,7 +32,7 @@ SEED_MODELS = {name: kind for f in families() for name, kind in f.seed_models.it
 PRESETS = {name: fields for f in families() for name, fields in f.presets.items()}
 SEED_TASKS = {"MNIST": "mnist", "CIFAR10": "cifar10", "FashionMNIST": "fashion_mnist",
               "FASHIONMNIST": "fashion_mnist", "digits": "digits"}
-SEED_FLAGS = ("model", "task", "archi", "betas", "mbs", "lrs", "alg", "todo", "thirdphase",
+SEED_FLAGS = ("cep_debug", "model", "task", "archi", "betas", "mbs", "lrs", "alg", "todo", "thirdphase",
               "random_sign", "act", "loss", "optim", "T1", "T2", "channels", "kernels", "strides",
               "paddings", "pools", "fc", "softmax", "same_update", "mmt", "wds", "lr_decay", "scale",
               "data_aug", "dropouts", "load_path", "save", "check_thm")
@@ -81,6 +81,8 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     a.add_argument("--T2", type=int)
     a.add_argument("--betas", type=float, nargs=2, metavar=("BETA1", "BETA2"))
     a.add_argument("--alg", choices=["EP", "BPTT", "CEP"])
+    a.add_argument("--cep-debug", dest="cep_debug", action="store_true", default=None,
+                   help="with --alg CEP: the debug procedure (rule.cep_debug)")
     a.add_argument("--todo", choices=["train", "gducheck", "evaluate"])
     a.add_argument("--random-sign", action="store_true", default=None)
     a.add_argument("--thirdphase", action="store_true", default=None)
@@ -120,9 +122,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     b.add_argument("--action", choices=["train", "plotcurves"], help="plotcurves: the GDU check (eqsearch gducheck)")
     b.add_argument("--device-label", dest="device_label", type=int, help="CUDA index; -1 = CPU")
     b.add_argument("--angle-grad", dest="angle_grad", action="store_true", default=None,
-                   help="not available yet (the angle Ψ between C-EP updates and BPTT)")
+                   help="log Ψ, the angle between the total C-EP update and the BPTT gradient (train.angle_grad)")
     b.add_argument("--debug-cep", dest="debug_cep", action="store_true", default=None,
-                   help="not available yet (C-EP with a tiny step reproducing EP)")
+                   help="C-EP debug procedure: tiny continual steps, then one EP-like step (rule.cep_debug)")
 
     c = p.add_argument_group("code base C flags (smonsays; unset ones take the preset of --energy)")
     c.add_argument("--energy", choices=["cond_gaussian", "restr_hopfield"], help="energy model (model.kind)")
@@ -153,10 +155,6 @@ B_DEFAULTS: dict[str, Any] = {
 
 def _b_overrides(ns: argparse.Namespace) -> dict[str, Any]:
     """Dotted overrides for the code base B flags that were given (output -> input lists reversed)."""
-    for flag, what in (("angle_grad", "--angle-grad"), ("debug_cep", "--debug-cep")):
-        if getattr(ns, flag):
-            raise ConfigError(f"{what}: not available yet; allowed: train without it (eqsearch gducheck compares "
-                              "EP updates with BPTT)")
     o: dict[str, Any] = {}
     if ns.size_tab is not None:
         o["model.archi"] = list(reversed(ns.size_tab))
@@ -175,6 +173,10 @@ def _b_overrides(ns: argparse.Namespace) -> dict[str, Any]:
         o["model.clamp"] = False
     if ns.cep:
         o["rule.alg"] = "cep"
+    if ns.debug_cep:
+        o["rule.cep_debug"] = True
+    if ns.angle_grad:
+        o["train.angle_grad"] = True
     if ns.randbeta:
         o.update({"rule.estimator": "random_sign", "rule.randbeta": ns.randbeta})
     if ns.device_label is not None:
@@ -219,7 +221,7 @@ def _seed_overrides(ns: argparse.Namespace) -> dict[str, Any]:
     for flag, key in direct.items():
         if getattr(ns, flag) is not None:
             o[key] = getattr(ns, flag)
-    flags = {"lr_decay": "optim.lr_decay", "check_thm": "train.check_thm", "softmax": "model.softmax",
+    flags = {"lr_decay": "optim.lr_decay", "check_thm": "train.check_thm", "cep_debug": "rule.cep_debug", "softmax": "model.softmax",
              "same_update": "model.same_update", "data_aug": "data.augment"}
     for flag, key in flags.items():
         if getattr(ns, flag):

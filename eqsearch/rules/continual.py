@@ -14,11 +14,18 @@ then a continual −β phase, every step's update halved, so that the sum telesc
 symmetric estimator −[G(s^β) − G(s^{−β})]/(2β) (code base A's experimental code weighted the
 +β phase by 1/β).
 
+``rule.cep_debug`` (code base B's ``--debug-cep``, A's ``--cep-debug``): the continual phase
+moves the parameters by plain steps of ``DEBUG_STEP`` × each step's update, then the total move
+becomes one gradient, the parameters are restored and the optimizer takes one ordinary step: with
+η → 0 this is the standard EP update (the check that C-EP telescopes, Appendix F.2 of B).
+
 Weight decay (code base A, §2.8): the update of step k (0-based) is divided by
 (1 − lr·wd)^(T2 − 1 − k) per parameter group, compensating the decay the later steps apply.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
@@ -27,6 +34,9 @@ from eqsearch.models.base import EnergyModel, State
 from eqsearch.rules.base import BatchResult, LearningRule, write_grads
 from eqsearch.rules.ep import draw_sign
 from eqsearch.rules.relax import free_phase, relax
+
+
+DEBUG_STEP = 6e-5  # code base A's lr factor of --cep-debug
 
 
 class ContinualRule(LearningRule):
@@ -43,22 +53,51 @@ class ContinualRule(LearningRule):
         drive, free, res_free, free_steps = free_phase(model, x, cfg.T1, generator, cfg.tol, cfg.tol_every)
         logits = model.logits(free)
         target = as_target(y, logits.shape[1], logits.dtype)
+        step = self._debug_step(model) if cfg.cep_debug else self._optimizer_step(optimizer)
         if cfg.estimator == "symmetric":
-            self._continual_phase(model, x, target, drive, free, cfg.beta, 0.5, optimizer, draws)
+            self._continual_phase(model, x, target, drive, free, cfg.beta, 0.5, optimizer, step, draws)
             back, _ = relax(model, drive, free, cfg.T2)  # β = 0: towards s* again (A's "third phase")
-            _, res = self._continual_phase(model, x, target, drive, back, -cfg.beta, 0.5, optimizer, draws)
+            _, res = self._continual_phase(model, x, target, drive, back, -cfg.beta, 0.5, optimizer, step, draws)
         else:
             beta = cfg.beta * draw_sign(cfg, generator)
-            _, res = self._continual_phase(model, x, target, drive, free, beta, 1.0, optimizer, draws)
+            _, res = self._continual_phase(model, x, target, drive, free, beta, 1.0, optimizer, step, draws)
+        if cfg.cep_debug:
+            self._debug_finish(model, optimizer)
         nudged = cfg.T2 * (3 if cfg.estimator == "symmetric" else 1)  # every nudged step updates: no early exit
         return BatchResult(logits, res_free, res, free_steps + nudged)
 
+    @staticmethod
+    def _optimizer_step(optimizer):
+        return optimizer.step
+
+    def _debug_step(self, model: EnergyModel):
+        """The debug procedure (code base B's ``--debug-cep``, A's ``--cep-debug``): the continual
+        phase moves the parameters by plain steps of size ``DEBUG_STEP`` along each step's update;
+        :meth:`_debug_finish` turns the total move into one gradient, restores the parameters and
+        takes one ordinary optimizer step: standard EP with a negligible drift of the weights."""
+        self._stored = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+        def step() -> None:
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.sub_(p.grad, alpha=DEBUG_STEP)
+        return step
+
+    def _debug_finish(self, model: EnergyModel, optimizer: torch.optim.Optimizer) -> None:
+        grads = {n: (self._stored[n] - p.detach()) / DEBUG_STEP for n, p in model.named_parameters()}
+        for n, p in model.named_parameters():
+            p.copy_(self._stored[n])
+        write_grads(model, grads)
+        optimizer.step()
+
     def _continual_phase(self, model: EnergyModel, x: torch.Tensor, y: torch.Tensor, drive: State, start: State,
-                         beta: float, weight: float, optimizer: torch.optim.Optimizer,
+                         beta: float, weight: float, optimizer: torch.optim.Optimizer, apply: Callable[[], None],
                          draws: torch.Tensor) -> tuple[State, torch.Tensor]:
-        """T2 nudged steps from ``start``, each followed by an update (scaled by ``weight``)."""
+        """T2 nudged steps from ``start``, each followed by an update (scaled by ``weight``) that
+        ``apply`` makes (the optimizer's step; the debug procedure's plain small step)."""
         T2 = self.cfg.T2
-        decay = [(1.0 - g["lr"] * g.get("weight_decay", 0.0)) for g in optimizer.param_groups]
+        debug = self.cfg.cep_debug  # no optimizer steps in the phase: no decay to compensate
+        decay = [1.0 if debug else (1.0 - g["lr"] * g.get("weight_decay", 0.0)) for g in optimizer.param_groups]
         group_of = {id(p): i for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
         names = dict(model.named_parameters())
         k = 0
@@ -72,7 +111,7 @@ class ContinualRule(LearningRule):
                 if factor != 1.0:
                     grads[name] = g * factor
             write_grads(model, grads)
-            optimizer.step()
+            apply()
             replay = torch.Generator()
             replay.set_state(draws)
             drive[:] = model.input_drive(x, replay)  # the drive holds first-layer weights
