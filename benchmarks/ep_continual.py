@@ -1,0 +1,113 @@
+"""Speed of one continual-EP training batch (code base B's C-EP-1h and C-VF-1h commands) against
+an autograd path.
+
+Configuration (reference §3.10): 784-512-10, discrete-time, sigm, T 40, Kmax 15, β 0.2, batch 20,
+SGD with B's learning rates; C-EP on ``ep_disc`` and C-VF on ``vf_disc`` (+β with probability 0.5).
+Synthetic MNIST-shaped batches; both paths train their own copy of the same initial model in
+this process, taking turns.
+
+- engine: ``ContinualRule.train_batch`` (closed-form steps and per-step updates, one fused
+  matmul per weight, no autograd, no host sync);
+- autograd: every step is ρ(∂Φ/∂s) by ``torch.autograd.grad`` of the primitive (each VF layer
+  its own φ_l) plus B's nudge, and every per-step update is the autograd gradient of
+  −(1/β)[Φ̄(s_{t+1}) − Φ̄(s_t)] (VF: presynaptic s_t), then the optimizer step.
+
+    python benchmarks/ep_continual.py [--repeats 5] [--batches 10] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from eqsearch.config import from_dict
+from eqsearch.losses import as_target
+from eqsearch.models import build_model
+from eqsearch.optim import build_optimizer
+from eqsearch.rules import build_rule, draw_sign
+
+MNIST_BATCHES = 3000  # 60000 / 20
+RUNS = {
+    "C-EP-1h": {"model.kind": "ep_disc", "optim.lrs": [0.0056, 0.0028], "rule.estimator": "one_sided"},
+    "C-VF-1h": {"model.kind": "vf_disc", "optim.lrs": [0.0076, 0.0038], "rule.estimator": "random_sign"},
+}
+
+
+def autograd_step(model, x, state, beta, y):
+    leaves = [s.detach().requires_grad_(True) for s in state]
+    pre = [s.detach() for s in state] if model.vector_field else None
+    grads = torch.autograd.grad(model.phi(x, leaves, 0.0, None, pre=pre).sum(), leaves)
+    new = [model.activation(i)(g) for i, g in enumerate(grads)]
+    if beta != 0.0:
+        new[-1] = new[-1] + beta * (y - state[-1])  # B's nudge, outside ρ
+    return [s.detach() for s in new]
+
+
+def autograd_batch(model, cfg, x, y, optimizer, gen):
+    r = cfg.rule
+    target = as_target(y, 10, x.dtype)
+    state = model.init_state(model.input_drive(x))
+    for _ in range(r.T1):
+        state = autograd_step(model, x, state, 0.0, target)
+    beta = r.beta * draw_sign(r, gen)
+    for _ in range(r.T2):
+        new = autograd_step(model, x, state, beta, target)
+        pre = state if model.vector_field else None
+        optimizer.zero_grad(set_to_none=True)
+        diff = model.phi(x, new, beta, target, pre=pre).mean() - model.phi(x, state, beta, target, pre=pre).mean()
+        (-diff / beta).backward()
+        optimizer.step()
+        state = new
+
+
+def run(name: str, repeats: int, batches: int) -> None:
+    cfg = from_dict(overrides={"data.dataset": "digits", "model.archi": [784, 512, 10], "model.activation": "sigm",
+                               "rule.alg": "cep", "rule.beta": 0.2, "rule.T1": 40, "rule.T2": 15,
+                               "data.batch_size": 20, **RUNS[name]})
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.rand(20, 784, generator=g) for _ in range(batches)]
+    ys = [torch.randint(0, 10, (20,), generator=g) for _ in range(batches)]
+    paths = {}
+    for path in ("engine", "autograd"):
+        torch.manual_seed(0)
+        model = build_model(cfg.model, (784,), 10)
+        opt, _ = build_optimizer(cfg.optim, model)
+        if path == "engine":
+            rule = build_rule(cfg.rule)
+            fn = lambda x, y, gen, m=model, o=opt, r=rule: r.train_batch(m, x, y, o, gen)  # noqa: E731
+        else:
+            fn = lambda x, y, gen, m=model, o=opt: autograd_batch(m, cfg, x, y, o, gen)  # noqa: E731
+        paths[path] = (fn, [])
+    for fn, _ in paths.values():
+        fn(xs[0], ys[0], torch.Generator().manual_seed(1))  # warm-up
+    for _ in range(repeats):
+        for fn, times in paths.values():
+            gen = torch.Generator().manual_seed(1)
+            t0 = time.perf_counter()
+            for x, y in zip(xs, ys):
+                fn(x, y, gen)
+            times.append((time.perf_counter() - t0) / batches * 1e3)
+    e, a = (statistics.median(paths[p][1]) for p in ("engine", "autograd"))
+    print(f"{name:<9} {e:>10.2f} {a:>12.2f} {a / e:>6.1f}x {e * MNIST_BATCHES / 1e3:>15.1f} {a * MNIST_BATCHES / 1e3:>17.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batches", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.batches} batches x {args.repeats} "
+          "repeats, median ms per training batch (batch 20)")
+    print(f"{'run':<9} {'engine ms':>10} {'autograd ms':>12} {'ratio':>7} {'engine s/epoch':>15} {'autograd s/epoch':>17}")
+    for name in RUNS:
+        run(name, args.repeats, args.batches)
+
+
+if __name__ == "__main__":
+    main()
