@@ -241,11 +241,16 @@ def fmt(value) -> str:
     return str(value)
 
 
+def _cell(text: str) -> str:
+    """A Markdown table cell: a literal ``|`` (as in ``spearman |rho|``) must not split the cell."""
+    return text.replace("|", "\\|")
+
+
 def markdown(df: pd.DataFrame) -> str:
     """A GitHub Markdown table."""
-    head = "| " + " | ".join(str(c) for c in df.columns) + " |"
+    head = "| " + " | ".join(_cell(str(c)) for c in df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    body = ["| " + " | ".join(_cell(fmt(v)) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([head, rule, *body])
 
 

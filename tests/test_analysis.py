@@ -232,3 +232,14 @@ def test_bad_input_is_one_error_line(results, tmp_path):
     assert r.exit_code == 2 and "metric 'accuracy': unknown; allowed:" in r.output and "test_acc" in r.output
     r = runner.invoke(main, ["export", "mlflow:nope", "--mlflow-uri", f"sqlite:///{results / R.MLFLOW_DB}"])
     assert r.exit_code == 2 and "no MLflow experiment 'nope'; allowed: " in r.output
+
+
+def test_markdown_cells_keep_literal_pipes():
+    import pandas as pd
+
+    from analysis.tables import markdown
+
+    table = markdown(pd.DataFrame({"parameter": ["rule.beta"], "kind": ["spearman |rho|"], "importance": [0.5]}))
+    rows = table.splitlines()
+    assert all(len(r.replace("\\|", "").split("|")) == 5 for r in rows), table  # 3 cells each
+    assert "spearman \\|rho\\|" in rows[2]

@@ -99,20 +99,19 @@ class ContinualRule(LearningRule):
         debug = self.cfg.cep_debug  # no optimizer steps in the phase: no decay to compensate
         decay = [1.0 if debug else (1.0 - g["lr"] * g.get("weight_decay", 0.0)) for g in optimizer.param_groups]
         group_of = {id(p): i for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
-        names = dict(model.named_parameters())
+        decay_of = {n: decay[group_of[id(p)]] for n, p in model.named_parameters()}
+        rescale = weight != 1.0 or any(d != 1.0 for d in decay)
+        replay = torch.Generator()
         k = 0
 
         def update(prev: State, new: State) -> None:
             nonlocal k
             grads = model.step_update(x, prev, new, beta, y, drive)
-            remaining = T2 - 1 - k
-            for name, g in grads.items():
-                factor = weight / decay[group_of[id(names[name])]] ** remaining if remaining else weight
-                if factor != 1.0:
-                    grads[name] = g * factor
+            if rescale:
+                remaining = T2 - 1 - k
+                grads = {n: g * (weight / decay_of[n] ** remaining) for n, g in grads.items()}
             write_grads(model, grads)
             apply()
-            replay = torch.Generator()
             replay.set_state(draws)
             drive[:] = model.input_drive(x, replay)  # the drive holds first-layer weights
             k += 1
