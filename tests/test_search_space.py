@@ -121,3 +121,13 @@ def test_spec_round_trips_through_its_yaml(tmp_path):
     spec.to_yaml(tmp_path / "search.yaml")
     again = load_spec(tmp_path / "search.yaml")
     assert again.to_tree() == spec.to_tree()
+
+
+def test_search_names_the_shipped_spaces_when_the_space_is_unknown():
+    from click.testing import CliRunner
+
+    r = CliRunner().invoke(main, ["search", "quickstrat"])
+    assert r.exit_code == 2
+    assert "quickstrat: no such search space file; allowed: a YAML space file, or a shipped space:" in r.output
+    for name in ("quickstart", "energies", "cvf_angle", "mnist_mlp_estimators", "cifar10_cnn"):
+        assert name in r.output

@@ -111,9 +111,13 @@ def search(space: str, results: Path | None, address: str | None, sets: tuple[st
     mnist_mlp_estimators, cifar10_cnn, ...; see search_spaces/)."""
     import search_spaces
 
+    path = search_spaces.resolve(space)
+    if not path.is_file():
+        fail(f"{space}: no such search space file; allowed: a YAML space file, or a shipped space: "
+             f"{', '.join(search_spaces.shipped())}")
     try:
         overrides = {SETTING_OPTIONS[k]: v for k, v in settings.items() if v is not None}
-        spec = load_spec(search_spaces.resolve(space), overrides, dict(parse_assignment(s) for s in sets))
+        spec = load_spec(path, overrides, dict(parse_assignment(s) for s in sets))
     except ConfigError as exc:
         fail(str(exc))
     launch(spec, Path(results or default_results(spec)), address, not no_dashboard, quiet)
