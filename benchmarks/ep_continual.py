@@ -17,19 +17,18 @@ this process, taking turns.
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
 from eqsearch.config import from_dict
 from eqsearch.losses import as_target
-from eqsearch.models import build_model
-from eqsearch.optim import build_optimizer
-from eqsearch.rules import build_rule, draw_sign
+from eqsearch.rules import draw_sign
 
-MNIST_BATCHES = 3000  # 60000 / 20
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from turns import main  # noqa: E402
+
 RUNS = {
     "C-EP-1h": {"model.kind": "ep_disc", "optim.lrs": [0.0056, 0.0028], "rule.estimator": "one_sided"},
     "C-VF-1h": {"model.kind": "vf_disc", "optim.lrs": [0.0076, 0.0038], "rule.estimator": "random_sign"},
@@ -63,51 +62,11 @@ def autograd_batch(model, cfg, x, y, optimizer, gen):
         state = new
 
 
-def run(name: str, repeats: int, batches: int) -> None:
-    cfg = from_dict(overrides={"data.dataset": "digits", "model.archi": [784, 512, 10], "model.activation": "sigm",
-                               "rule.alg": "cep", "rule.beta": 0.2, "rule.T1": 40, "rule.T2": 15,
-                               "data.batch_size": 20, **RUNS[name]})
-    g = torch.Generator().manual_seed(0)
-    xs = [torch.rand(20, 784, generator=g) for _ in range(batches)]
-    ys = [torch.randint(0, 10, (20,), generator=g) for _ in range(batches)]
-    paths = {}
-    for path in ("engine", "autograd"):
-        torch.manual_seed(0)
-        model = build_model(cfg.model, (784,), 10)
-        opt, _ = build_optimizer(cfg.optim, model)
-        if path == "engine":
-            rule = build_rule(cfg.rule)
-            fn = lambda x, y, gen, m=model, o=opt, r=rule: r.train_batch(m, x, y, o, gen)  # noqa: E731
-        else:
-            fn = lambda x, y, gen, m=model, o=opt: autograd_batch(m, cfg, x, y, o, gen)  # noqa: E731
-        paths[path] = (fn, [])
-    for fn, _ in paths.values():
-        fn(xs[0], ys[0], torch.Generator().manual_seed(1))  # warm-up
-    for _ in range(repeats):
-        for fn, times in paths.values():
-            gen = torch.Generator().manual_seed(1)
-            t0 = time.perf_counter()
-            for x, y in zip(xs, ys):
-                fn(x, y, gen)
-            times.append((time.perf_counter() - t0) / batches * 1e3)
-    e, a = (statistics.median(paths[p][1]) for p in ("engine", "autograd"))
-    print(f"{name:<9} {e:>10.2f} {a:>12.2f} {a / e:>6.1f}x {e * MNIST_BATCHES / 1e3:>15.1f} {a * MNIST_BATCHES / 1e3:>17.1f}")
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--batches", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.batches} batches x {args.repeats} "
-          "repeats, median ms per training batch (batch 20)")
-    print(f"{'run':<9} {'engine ms':>10} {'autograd ms':>12} {'ratio':>7} {'engine s/epoch':>15} {'autograd s/epoch':>17}")
-    for name in RUNS:
-        run(name, args.repeats, args.batches)
+def config(run: dict):
+    return from_dict(overrides={"data.dataset": "digits", "model.archi": [784, 512, 10], "model.activation": "sigm",
+                                "rule.alg": "cep", "rule.beta": 0.2, "rule.T1": 40, "rule.T2": 15,
+                                "data.batch_size": 20, **run})
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__, {name: config(run) for name, run in RUNS.items()}, autograd_batch)

@@ -16,20 +16,17 @@ Paths, taking turns on the same model and batches in this process:
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
 from eqsearch.config import from_dict
 from eqsearch.families.energy import PRESETS
 from eqsearch.losses import as_target
-from eqsearch.models import build_model
-from eqsearch.optim import build_optimizer
-from eqsearch.rules import build_rule
 
-MNIST_BATCHES = 600  # 60000 / 100
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from turns import main  # noqa: E402
 
 
 def autograd_relax(model, x, state, steps, beta, y, dt):
@@ -55,50 +52,7 @@ def autograd_batch(model, cfg, x, y, optimizer, gen):
     optimizer.step()
 
 
-def run(name: str, repeats: int, batches: int) -> None:
-    cfg = from_dict(overrides={**PRESETS[name], "data.dataset": "digits"})  # shapes only: the data are synthetic
-    g = torch.Generator().manual_seed(0)
-    xs = [torch.rand(100, 784, generator=g) for _ in range(batches)]
-    ys = [torch.randint(0, 10, (100,), generator=g) for _ in range(batches)]
-    paths = {}
-    for path in ("engine", "autograd"):
-        torch.manual_seed(0)
-        model = build_model(cfg.model, (784,), 10)
-        opt, _ = build_optimizer(cfg.optim, model)
-        rule = build_rule(cfg.rule)
-        if path == "engine":
-            fn = lambda x, y, gen, m=model, o=opt, r=rule: r.train_batch(m, x, y, o, gen)  # noqa: E731
-        else:
-            fn = lambda x, y, gen, m=model, o=opt: autograd_batch(m, cfg, x, y, o, gen)  # noqa: E731
-        paths[path] = (fn, [])
-    gen = torch.Generator().manual_seed(1)
-    for fn, _ in paths.values():
-        fn(xs[0], ys[0], gen)  # warm-up
-    for _ in range(repeats):
-        for fn, times in paths.values():
-            t0 = time.perf_counter()
-            for x, y in zip(xs, ys):
-                fn(x, y, gen)
-            times.append((time.perf_counter() - t0) / batches * 1e3)
-    e, a = (statistics.median(paths[p][1]) for p in ("engine", "autograd"))
-    print(f"{name:<15} {e:>10.2f} {a:>12.2f} {a / e:>6.1f}x {e * MNIST_BATCHES / 1e3:>15.1f} {a * MNIST_BATCHES / 1e3:>17.1f}")
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--batches", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.batches} batches x {args.repeats} "
-          "repeats, median ms per training batch (batch 100)")
-    print(f"{'preset':<15} {'engine ms':>10} {'autograd ms':>12} {'ratio':>7} {'engine s/epoch':>15} "
-          f"{'autograd s/epoch':>17}")
-    for name in PRESETS:
-        run(name, args.repeats, args.batches)
-
-
 if __name__ == "__main__":
-    main()
+    # shapes only: the batches are synthetic
+    main(__doc__, {name: from_dict(overrides={**PRESETS[name], "data.dataset": "digits"}) for name in PRESETS},
+         autograd_batch)

@@ -211,3 +211,9 @@ def test_angle_grad_is_logged_before_training_and_every_epoch(tmp_path):
     assert r.exit_code == 0, r.output
     ms = read_metrics(tmp_path)
     assert 0 <= ms[0]["angle_grad_initial"] <= 180 and all(0 <= m["angle_grad"] <= 180 for m in ms)
+
+
+def test_code_base_b_flags_on_top_of_a_config_keep_its_model_kind(tmp_path):
+    from_dict(overrides={"model.kind": "vf_disc", "model.archi": [64, 32, 10]}).to_yaml(tmp_path / "c.yaml")
+    cfg = config_from_args(args(f"--config {tmp_path / 'c.yaml'} --T 33 --Kmax 7"))
+    assert (cfg.model.kind, cfg.rule.T1, cfg.rule.T2) == ("vf_disc", 33, 7)

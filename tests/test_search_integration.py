@@ -277,27 +277,35 @@ def test_gpu_request_on_a_cluster_without_gpus_fails_clearly(ray_session, tmp_pa
     assert not (tmp_path / "r" / R.STATE_FILE).exists()
 
 
+def run_shipped_space(name: str, results: Path, base: dict, num_samples: int):
+    """A shipped space, shortened (``base``: dotted base fields), through the search driver;
+    every trial must end completed or ASHA-stopped. Returns (loaded search, its summary)."""
+    from analysis import load_results
+    from analysis.tables import summarize
+    from eqsearch.fields import set_dotted
+    from eqsearch.search.driver import run_search
+
+    tree = yaml.safe_load((ROOT / "search_spaces" / f"{name}.yaml").read_text())
+    for key, value in base.items():
+        set_dotted(tree["base"], key, value)
+    tree["search"].update({"num_samples": num_samples})
+    outcome = run_search(spec_from_tree(tree, f"{name}-test.yaml"), results, show=False, notify=lambda m: None)
+    assert len(outcome.rows) == num_samples
+    assert all(r["stop_reason"] in (R.COMPLETED, R.ASHA_STOPPED) for r in outcome.rows)
+    search = load_results(results)
+    return search, summarize(search.trials, searched=search.searched())
+
+
 def test_energies_space_runs_and_summarize_compares_the_two_energies(ray_session, tmp_path):
     """The shipped energies space (on digits here) goes through eqsearch search; the summary
     has the model-kind table with both energies, each cell recomputed from the trial rows."""
-    from analysis import load_results
-    from analysis.tables import summarize
-    from eqsearch.search.driver import run_search
-
-    tree = yaml.safe_load((ROOT / "search_spaces" / "energies.yaml").read_text())
-    tree["base"]["data"] = {"dataset": "digits", "batch_size": 32, "max_batches": 6}
-    tree["base"]["model"]["archi"] = [64, 32, 10]
-    tree["base"]["train"]["epochs"] = 2
-    tree["search"].update({"num_samples": 6})
-    spec = spec_from_tree(tree, "energies-test.yaml")
-    outcome = run_search(spec, tmp_path / "results", show=False, notify=lambda m: None)
-    assert len(outcome.rows) == 6 and all(r["stop_reason"] in (R.COMPLETED, R.ASHA_STOPPED) for r in outcome.rows)
-    search = load_results(tmp_path / "results")
+    search, summary = run_shipped_space("energies", tmp_path / "results", {
+        "data": {"dataset": "digits", "batch_size": 32, "max_batches": 6}, "model.archi": [64, 32, 10],
+        "train.epochs": 2}, num_samples=6)
     trials = search.trials
     assert set(trials["config.model.kind"]) == {"cond_gaussian", "restr_hopfield"}
     assert trials["test_free_energy"].notna().all()
-    table = summarize(trials, searched=search.searched()).tables["by_model"]
-    for row in table.itertuples(index=False):
+    for row in summary.tables["by_model"].itertuples(index=False):
         sel = trials[(trials["config.model.kind"] == row[0]) & (trials["config.model.cost"] == row[1])]
         assert row.n == len(sel) and row.mean == pytest.approx(sel["test_acc"].mean())
 
@@ -305,21 +313,11 @@ def test_energies_space_runs_and_summarize_compares_the_two_energies(ray_session
 def test_cvf_angle_space_runs_and_summarize_tables_the_initial_angle(ray_session, tmp_path):
     """The shipped C-VF space (shortened) goes through eqsearch search with the continual rule;
     the summary groups accuracy by initial angle, and each trial logs its measured angle."""
-    from analysis import load_results
-    from analysis.tables import summarize
-    from eqsearch.search.driver import run_search
-
-    tree = yaml.safe_load((ROOT / "search_spaces" / "cvf_angle.yaml").read_text())
-    tree["base"]["data"]["max_batches"] = 6
-    tree["base"]["train"]["epochs"] = 2
-    tree["search"].update({"num_samples": 4})
-    spec = spec_from_tree(tree, "cvf-test.yaml")
-    outcome = run_search(spec, tmp_path / "results", show=False, notify=lambda m: None)
-    assert len(outcome.rows) == 4 and all(r["stop_reason"] in (R.COMPLETED, R.ASHA_STOPPED) for r in outcome.rows)
-    search = load_results(tmp_path / "results")
+    search, summary = run_shipped_space("cvf_angle", tmp_path / "results",
+                                        {"data.max_batches": 6, "train.epochs": 2}, num_samples=4)
     trials = search.trials
     assert trials["angle_B1"].notna().all() and (trials["estimator"] == "cep_random_sign").all()
-    table = summarize(trials, searched=search.searched()).tables["by_initial_angle"]
+    table = summary.tables["by_initial_angle"]
     assert table["n"].sum() == 4
     for row in table.itertuples(index=False):
         sel = trials[trials["config.model.angle"] == row[0]]

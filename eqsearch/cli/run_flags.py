@@ -166,7 +166,8 @@ def _b_overrides(ns: argparse.Namespace) -> dict[str, Any]:
     for flag, key in direct.items():
         if getattr(ns, flag) is not None:
             o[key] = getattr(ns, flag)
-    o["model.kind"] = f"{ns.learning_rule or 'ep'}_{'disc' if ns.discrete else 'cont'}"
+    if ns.learning_rule is not None or ns.discrete:  # else the kind of B's defaults, or of --config
+        o["model.kind"] = f"{ns.learning_rule or 'ep'}_{'disc' if ns.discrete else 'cont'}"
     if ns.discrete:
         o.pop("model.dt", None)
     if ns.no_clamp:
