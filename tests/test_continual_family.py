@@ -104,6 +104,40 @@ def test_continual_ep_with_a_vanishing_step_equals_the_ep_update(kind):
         torch.testing.assert_close(total, dict(ref.named_parameters())[name].grad, rtol=1e-4, atol=1e-7)
 
 
+class CountingSGD(torch.optim.SGD):
+    """SGD through its own ``step`` (a subclass: the rule's plain-SGD shortcut does not apply)."""
+
+    steps = 0
+
+    def step(self, closure=None):
+        CountingSGD.steps += 1
+        return super().step(closure)
+
+
+@pytest.mark.parametrize("kind", ["ep_disc", "ep_cont", "vf_disc", "vf_cont"])
+@pytest.mark.parametrize("estimator", ["one_sided", "random_sign", "symmetric"])
+def test_plain_sgd_shortcut_equals_the_optimizer_path(kind, estimator):
+    """Per-step addmm_ updates and the tracked first-layer drive give the optimizer's weights, at a
+    learning rate that moves them, over several batches and per-layer rates."""
+    g = torch.Generator().manual_seed(4)
+    batches = [(torch.rand(5, 6, generator=g, dtype=torch.float64), torch.randint(0, 4, (5,), generator=g))
+               for _ in range(3)]
+    rule = ContinualRule(RuleConfig(alg="cep", estimator=estimator, randbeta=0.5, beta=0.3, T1=20, T2=8))
+    fast, slow = tiny(kind), tiny(kind)
+    groups = lambda m: [{"params": ps, "lr": lr} for ps, lr in zip(m.synapse_groups(), (0.2, 0.07))]  # noqa: E731
+    opt_fast, opt_slow = torch.optim.SGD(groups(fast)), CountingSGD(groups(slow))
+    start = {n: p.detach().clone() for n, p in fast.named_parameters()}
+    CountingSGD.steps = 0
+    for x, y in batches:
+        res = [rule.train_batch(m, x, y, o, torch.Generator().manual_seed(9))
+               for m, o in ((fast, opt_fast), (slow, opt_slow))]
+        torch.testing.assert_close(res[0].logits, res[1].logits, rtol=1e-10, atol=1e-12)
+    assert CountingSGD.steps == 3 * 8 * (2 if estimator == "symmetric" else 1)
+    for (n, p), q in zip(fast.named_parameters(), slow.parameters()):
+        assert (q - start[n]).abs().max() > 1e-4, n  # the weights did move
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+
+
 def test_cvf_with_angle_zero_starts_as_cep():
     g = torch.Generator().manual_seed(2)
     x, y = torch.rand(5, 6, generator=g, dtype=torch.float64), torch.randint(0, 4, (5,), generator=g)

@@ -33,6 +33,14 @@ from eqsearch.errors import ConfigError
 State = list[torch.Tensor]
 Beta = float | torch.Tensor
 Grads = dict[str, torch.Tensor]
+# a rank-B form of a batch-mean gradient: (P, S) stands for Pᵀ S (a weight, P (B, n_out) with the
+# batch mean and any sign already folded in, S (B, n_in)); (P, None) for P.sum(0) (a bias)
+Factors = dict[str, tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def materialize(factors: Factors) -> Grads:
+    """The gradients the factors stand for (:data:`Factors`)."""
+    return {name: p.sum(0) if s is None else p.t() @ s for name, (p, s) in factors.items()}
 
 
 def is_zero(beta: Beta) -> bool:
@@ -52,6 +60,10 @@ class EnergyModel(nn.Module):
     dynamics: Dynamics = FixedPoint()
     vector_field: bool = False
     loss: str = "mse"
+    # (weight name, bias name) of a first layer that enters the dynamics only through
+    # drive[1] = drive[0] @ Wᵀ + b, and whose step_update_factors entries are (P, drive[0]) and
+    # (P', None); lets plain-SGD continual EP track drive[1] instead of recomputing it. None: none.
+    affine_drive: tuple[str, str] | None = None
 
     # ------------------------------------------------------------------ dynamics
     def input_drive(self, x: torch.Tensor, generator: torch.Generator | None = None) -> State:
@@ -114,6 +126,12 @@ class EnergyModel(nn.Module):
         the one-sided EP update. ``beta``: a nonzero float."""
         pre = prev if self.vector_field else None
         return self.contrast(x, y, prev, beta, new, beta, -1.0 / beta, pre=pre, drive=drive)
+
+    def step_update_factors(self, x: torch.Tensor, prev: State, new: State, beta: Beta,
+                            y: torch.Tensor | None = None, drive: State | None = None) -> Factors | None:
+        """:meth:`step_update` in rank-B form (:data:`Factors`), for families whose per-step update
+        is a sum of outer products; None where the family has no such form."""
+        return None
 
     # ------------------------------------------------------------------ training hooks
     def synapse_groups(self) -> list[list[nn.Parameter]]:

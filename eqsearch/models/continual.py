@@ -77,7 +77,8 @@ from eqsearch.activations import ACTIVATIONS, Activation
 from eqsearch.dynamics import Euler, FixedPoint
 from eqsearch.errors import ConfigError
 from eqsearch.losses import loss_grad, loss_per_sample
-from eqsearch.models.base import check_layer_sizes, Beta, EnergyModel, Grads, State, is_zero, weight_angle
+from eqsearch.models.base import (check_layer_sizes, Beta, EnergyModel, Factors, Grads, State, is_zero, materialize,
+                                  weight_angle)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class ContinualMLP(EnergyModel):
     """
 
     loss = "mse"
+    affine_drive = ("W.0.weight", "W.0.bias")
 
     def __init__(self, sizes: list[int], activation: str = "sigm", discrete: bool = True,
                  dt: float | None = None, clamp: bool | None = None, vector_field: bool = False,
@@ -333,22 +335,26 @@ class ContinualMLP(EnergyModel):
         β: a nonzero float or a (B, 1) tensor (each sample weighted by its own −1/β before the
         batch mean). Summed over the nudged phase (fixed weights) it is the EP update for tied
         models (exactly) and the VF update with presynaptic s* for untied ones (to O(β))."""
+        return materialize(self.step_update_factors(x, prev, new, beta, y, drive))
+
+    def step_update_factors(self, x: torch.Tensor, prev: State, new: State, beta: Beta,
+                            y: torch.Tensor | None = None, drive: State | None = None) -> Factors:
+        """:meth:`step_update` as (P, S) pairs: P the change of the receiving factor times −1/(βB)
+        where the sending factor is the same at both steps (the first layer, and every untied
+        weight), else both steps stacked, (2B, n_out) against (2B, n_in)."""
         if is_zero(beta):
             raise ValueError("step_update: beta must be nonzero (it divides the update)")
-        n = prev[0].shape[0]
-        w = -1.0 / beta
+        c = -1.0 / (beta * prev[0].shape[0])
         pre = prev if self.vector_field else None
         fa = self._factors(x, prev, pre, drive)
         fb = self._factors(x, new, pre, drive)
         out = {}
         for name, (post_a, sent_a) in fa.items():
             post_b, sent_b = fb[name]
-            if sent_a is None:
-                out[name] = ((post_b - post_a) * w).mean(0)
-            elif sent_a is sent_b:
-                out[name] = ((post_b - post_a) * (w / n)).t() @ sent_a
+            if sent_a is None or sent_a is sent_b:
+                out[name] = ((post_b - post_a) * c, sent_a)
             else:
-                out[name] = torch.cat([post_b * (w / n), post_a * (-w / n)]).t() @ torch.cat([sent_b, sent_a])
+                out[name] = (torch.cat([post_b * c, post_a * -c]), torch.cat([sent_b, sent_a]))
         return out
 
     # ------------------------------------------------------------------ training hooks

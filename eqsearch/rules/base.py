@@ -34,17 +34,23 @@ def contrast(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, a: State, bet
     return model.contrast(x, y, a, beta_a, b, beta_b, -1.0 / (beta_b - beta_a), pre=pre, drive=drive)
 
 
+def check_grad_names(model: EnergyModel, names) -> None:
+    """Raise :class:`GradientMappingError` unless ``names`` are exactly the trained parameters."""
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    names = set(names)
+    if names != trained:
+        missing, extra = sorted(trained - names), sorted(names - trained)
+        raise GradientMappingError(f"{type(model).__name__}: gradients do not match the trained parameters; "
+                                   f"missing {missing}, not parameters {extra}")
+
+
 def write_grads(model: EnergyModel, grads: Grads) -> None:
     """``p.grad = grads[name]`` for every trained parameter, then the model's post-processing.
 
     Strict: every parameter with ``requires_grad`` must have exactly one gradient and no
     gradient may name anything else (:class:`GradientMappingError` lists the differences)."""
     params = dict(model.named_parameters())
-    trained = {n for n, p in params.items() if p.requires_grad}
-    if grads.keys() != trained:
-        missing, extra = sorted(trained - grads.keys()), sorted(grads.keys() - trained)
-        raise GradientMappingError(f"{type(model).__name__}: gradients do not match the trained parameters; "
-                                   f"missing {missing}, not parameters {extra}")
+    check_grad_names(model, grads.keys())
     for name, g in grads.items():
         p = params[name]
         if g.shape != p.shape:

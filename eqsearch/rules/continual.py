@@ -31,7 +31,7 @@ import torch
 
 from eqsearch.losses import as_target
 from eqsearch.models.base import EnergyModel, State
-from eqsearch.rules.base import BatchResult, LearningRule, write_grads
+from eqsearch.rules.base import BatchResult, LearningRule, check_grad_names, write_grads
 from eqsearch.rules.ep import draw_sign
 from eqsearch.rules.relax import free_phase, relax
 
@@ -95,6 +95,9 @@ class ContinualRule(LearningRule):
                          draws: torch.Tensor) -> tuple[State, torch.Tensor]:
         """T2 nudged steps from ``start``, each followed by an update (scaled by ``weight``) that
         ``apply`` makes (the optimizer's step; the debug procedure's plain small step)."""
+        lrs = None if self.cfg.cep_debug else plain_sgd_lrs(optimizer, model)
+        if lrs is not None and type(model).step_update_factors is not EnergyModel.step_update_factors:
+            return self._plain_sgd_phase(model, x, y, drive, start, beta, weight, lrs)
         T2 = self.cfg.T2
         debug = self.cfg.cep_debug  # no optimizer steps in the phase: no decay to compensate
         decay = [1.0 if debug else (1.0 - g["lr"] * g.get("weight_decay", 0.0)) for g in optimizer.param_groups]
@@ -117,3 +120,62 @@ class ContinualRule(LearningRule):
             k += 1
 
         return relax(model, drive, start, T2, beta, y, on_step=update)
+
+    def _plain_sgd_phase(self, model: EnergyModel, x: torch.Tensor, y: torch.Tensor, drive: State, start: State,
+                         beta: float, weight: float, lrs: dict[str, float]) -> tuple[State, torch.Tensor]:
+        """The same phase for plain SGD (θ ← θ − lr·g, nothing else): each step's rank-B factors
+        (:meth:`EnergyModel.step_update_factors`) go straight into the weights (one ``addmm_``
+        each). A first layer that enters the dynamics only through drive[1] = u_0 Wᵀ + b
+        (``model.affine_drive``) is not touched during the phase: with K = u_0 u_0ᵀ (B, B),
+        drive[1] moves by −lr·(K P + 1 Σ_b P) per step, O(B²·n_1) instead of recomputing
+        u_0 Wᵀ, and W, b take the summed move once at the end. Equal to the generic path up
+        to rounding."""
+        params = dict(model.named_parameters())
+        w_name, b_name = model.affine_drive or (None, None)
+        u0 = drive[0].flatten(1)
+        gram = u0 @ u0.t() if w_name else None
+        pending: dict[str, torch.Tensor] = {}
+        checked = False
+
+        def update(prev: State, new: State) -> None:
+            nonlocal checked
+            factors = model.step_update_factors(x, prev, new, beta, y, drive)
+            if not checked:
+                check_grad_names(model, factors.keys())
+                if w_name and factors[w_name][1] is not drive[0]:
+                    raise TypeError(f"{type(model).__name__}.affine_drive: the factors of {w_name} must send drive[0]")
+                checked = True
+            for name, (p_fac, s_fac) in factors.items():
+                rate = lrs[name] * weight
+                if name == w_name:
+                    drive[1].addmm_(gram, p_fac, alpha=-rate)
+                elif name == b_name:
+                    drive[1].sub_(p_fac.sum(0), alpha=rate)
+                else:
+                    if s_fac is None:
+                        params[name].sub_(p_fac.sum(0), alpha=rate)
+                    else:
+                        params[name].addmm_(p_fac.t(), s_fac, alpha=-rate)
+                    continue
+                pending[name] = pending[name] + p_fac if name in pending else p_fac
+
+        new, res = relax(model, drive, start, self.cfg.T2, beta, y, on_step=update)
+        for name, p_fac in pending.items():
+            rate = lrs[name] * weight
+            if name == b_name:
+                params[name].sub_(p_fac.sum(0), alpha=rate)
+            else:
+                params[name].addmm_(p_fac.t(), u0, alpha=-rate)
+        return new, res
+
+
+def plain_sgd_lrs(optimizer: torch.optim.Optimizer, model: EnergyModel) -> dict[str, float] | None:
+    """Per parameter name, the learning rate of a plain SGD optimizer (exactly ``torch.optim.SGD``,
+    no momentum, weight decay, Nesterov or maximize): its step is θ ← θ − lr·g. None otherwise."""
+    if type(optimizer) is not torch.optim.SGD:
+        return None
+    for g in optimizer.param_groups:
+        if g["momentum"] or g["weight_decay"] or g["nesterov"] or g["maximize"]:
+            return None
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    return {n: float(lr_of[id(p)]) for n, p in model.named_parameters() if id(p) in lr_of}
