@@ -275,10 +275,12 @@ def load_search(source: str | Path, mlflow_uri: str | None = None, from_mlflow: 
     return load_mlflow_of(source) if from_mlflow else load_results(source)
 
 
-def combine(searches: Iterable[Search]) -> pd.DataFrame:
-    """The trials of several searches in one frame; column ``search`` tells them apart (the
-    search's name, numbered ``name#i`` where several searches share a name)."""
+def combine(searches: Iterable[Search]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trials and the curves of several searches in one frame each; column ``search`` tells
+    them apart (the search's name, numbered ``name#i`` where several searches share a name)."""
     searches = list(searches)
     names = [s.name for s in searches]
-    return pd.concat([s.trials.assign(search=s.name if names.count(s.name) == 1 else f"{s.name}#{i}")
-                      for i, s in enumerate(searches, start=1)], ignore_index=True)
+    labels = [s.name if names.count(s.name) == 1 else f"{s.name}#{i}" for i, s in enumerate(searches, start=1)]
+    trials = pd.concat([s.trials.assign(search=label) for s, label in zip(searches, labels)], ignore_index=True)
+    curves = pd.concat([s.curves.assign(search=label) for s, label in zip(searches, labels)], ignore_index=True)
+    return trials, curves

@@ -1,6 +1,9 @@
 """PNG plots of a search (matplotlib, Agg backend): learning curves of the top trials, the
 metric against β per estimator and against the weight / gradient angles, parameter importance
 and parallel coordinates, and the trials that reached each epoch (ASHA's rungs).
+
+The scatter, importance and parallel-coordinate plots show the summary's equal-fidelity frame
+(every trial's metric at one epoch, :mod:`analysis.fidelity`); their titles name the epoch.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.load import Search  # noqa: E402
-from analysis.tables import check_metric, mean_angle, param_importance, usable  # noqa: E402
+from analysis.tables import Summary, mean_angle, usable  # noqa: E402
 
 DPI = 110
 
@@ -55,7 +58,7 @@ def metric_vs_beta(trials: pd.DataFrame, metric: str, title: str, path: Path) ->
     ax.set_xscale("log")
     ax.set_xlabel("β")
     ax.set_ylabel(metric)
-    ax.set_title(f"{title}: {metric} vs β (hollow: stopped before the last epoch)")
+    ax.set_title(f"{title}: {metric} vs β (hollow: stopped before the full budget)", fontsize=9)
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -86,16 +89,15 @@ def metric_vs_angle(trials: pd.DataFrame, metric: str, title: str, path: Path) -
     return _save(fig, path)
 
 
-def importance(trials: pd.DataFrame, metric: str, searched: list[str], title: str, path: Path) -> Path | None:
-    """Bar chart of :func:`analysis.tables.param_importance`."""
-    imp = param_importance(trials, metric, searched)
+def importance(imp: pd.DataFrame | None, metric: str, title: str, path: Path) -> Path | None:
+    """Bar chart of the summary's ``param_importance`` table (Optuna's fANOVA shares)."""
     if imp is None:
         return None
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(imp) + 1.5))
-    labels = [f"{p.removeprefix('config.')} ({k.split()[0]})" for p, k in zip(imp["parameter"], imp["kind"])]
+    labels = [p.removeprefix("config.") for p in imp["parameter"]]
     ax.barh(labels[::-1], imp["importance"][::-1])
     ax.set_xlim(0, 1)
-    ax.set_xlabel(f"association with {metric}")
+    ax.set_xlabel(f"share of the variance of {metric} (optuna fANOVA)")
     ax.set_title(f"{title}: parameter importance")
     return _save(fig, path)
 
@@ -154,27 +156,28 @@ def rungs(trials: pd.DataFrame, title: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def make_plots(search: Search, out: Path, metric: str | None = None, top: int = 5) -> tuple[dict[str, Path], dict[str, str]]:
-    """Write every plot of ``search`` into ``out``; returns (name -> path, name -> why skipped)."""
-    metric = metric or search.metric
-    check_metric(search.trials, metric)
+def make_plots(search: Search, summary: Summary, out: Path, top: int = 5) -> tuple[dict[str, Path], dict[str, str]]:
+    """Write every plot of ``search`` and its ``summary`` into ``out``; returns (name -> path,
+    name -> why skipped)."""
+    metric = summary.metric
     out.mkdir(parents=True, exist_ok=True)
-    df = usable(search.trials, metric)
+    df = summary.frame
     made: dict[str, Path | None] = {}
     skipped = {}
     made["learning_curves"] = learning_curves(search, metric, top, out / "learning_curves.png")
-    if df.empty:
+    if df is None or df.empty:
         skipped["all"] = f"no trial has a finite {metric}"
     else:
-        made["metric_vs_beta"] = metric_vs_beta(df, metric, search.name, out / "metric_vs_beta.png")
-        made["metric_vs_angle"] = metric_vs_angle(df, metric, search.name, out / "metric_vs_angle.png")
-        made["importance"] = importance(df, metric, search.searched(), search.name, out / "importance.png")
-        made["parallel_coordinates"] = parallel_coordinates(df, metric, search.searched(), search.name,
+        title = f"{search.name} at epoch {summary.epoch} ({len(df)} trials)"
+        made["metric_vs_beta"] = metric_vs_beta(df, metric, title, out / "metric_vs_beta.png")
+        made["metric_vs_angle"] = metric_vs_angle(df, metric, title, out / "metric_vs_angle.png")
+        made["importance"] = importance(summary.tables.get("param_importance"), metric, title, out / "importance.png")
+        made["parallel_coordinates"] = parallel_coordinates(df, metric, search.searched(), title,
                                                             out / "parallel_coordinates.png")
     made["rungs"] = rungs(search.trials, search.name, out / "rungs.png") if not search.trials.empty else None
     reasons = {"learning_curves": f"no per-epoch {metric}",
                "metric_vs_angle": "no angle_B<k> or gdu_angle metrics (vector-field models / train.check_thm)",
-               "importance": "no searched parameter with 2+ values over 3+ trials",
+               "importance": summary.notes.get("param_importance", "no importance table"),
                "parallel_coordinates": "no searched parameters", "rungs": "no trials"}
     skipped.update({k: reasons[k] for k, v in made.items() if v is None})
     return {k: v for k, v in made.items() if v is not None}, skipped

@@ -28,7 +28,7 @@ def write_report(summary: Summary, plots: dict[str, Path], skipped: dict[str, st
     else:
         parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                  f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-                 f"<p>Metric: <code>{html.escape(summary.metric)}</code> (final epoch of each trial).</p>"]
+                 f"<p>{html.escape(summary.fidelity())}</p>"]
         parts += [f"<h2>{html.escape(n)}</h2>{_html_table(df)}" for n, df in summary.tables.items()]
         parts += [f"<h2>{html.escape(n)}</h2><p>Skipped: {html.escape(note)}.</p>" for n, note in summary.notes.items()]
         parts += [f"<h2>{html.escape(n)}</h2><img src='{html.escape(p)}' alt='{html.escape(n)}'>" for n, p in rel.items()]

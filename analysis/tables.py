@@ -1,11 +1,19 @@
-"""Summary tables of a search's trials: the metric by estimator × β, by loss, by weight angle,
-its correlation with the EP-vs-BPTT gradient angle, over seeds, and the top trials.
+"""Summary tables of a search's trials at equal fidelity: the metric by estimator × β, by loss,
+by initial and measured weight angle, its correlation with the EP-vs-BPTT gradient angle, over
+seeds, by ASHA rung, parameter importance, and the top trials.
+
+Trials of an ASHA search run different numbers of epochs, so the grouped tables and the
+importance compare every trial at one epoch (:mod:`analysis.fidelity`): ``epoch`` (the CLI's
+``--at-epoch``), by default the largest epoch most trials reached; trials that stopped before
+it are left out, and each row counts the trials behind it. ``by_rung`` repeats the comparison
+at every epoch where ASHA decided. ``top_trials`` ranks only the trials that ran the full
+budget, by their final values.
 
 Every grouped table has the columns ``n, mean, std, min, max`` of the metric over the trials of
 the group (``std`` with ``ddof=1``; empty for one trial). Trials without a finite value of the
 metric (errored before their first epoch) are left out; ``completed_only`` also leaves out
-trials that did not run all their epochs (ASHA-stopped, diverged), whose final value is an
-earlier epoch's. ``extra`` names leading group columns (``search`` when comparing searches).
+trials that did not complete (ASHA-stopped, diverged). ``extra`` names leading group columns
+(``search`` when comparing searches).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis import fidelity
 from eqsearch.errors import AnalysisError
 from eqsearch.search.results import COMPLETED
 
@@ -32,6 +41,17 @@ class Summary:
     metric: str
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    epoch: int | None = None  # the epoch of the equal-fidelity comparison
+    frame: pd.DataFrame | None = None  # the trials compared, their metrics at ``epoch``
+    total: int = 0  # trials with a finite metric
+
+    def fidelity(self) -> str:
+        """One line saying what the tables compare."""
+        if self.epoch is None:
+            return f"Metric: `{self.metric}`."
+        n = 0 if self.frame is None else len(self.frame)
+        return (f"Metric: `{self.metric}` at epoch {self.epoch} ({n} of {self.total} trials reached it; "
+                "`by_rung` at every ASHA rung); `top_trials`: trials that ran the full budget, final epoch.")
 
 
 def check_metric(trials: pd.DataFrame, metric: str) -> None:
@@ -170,43 +190,85 @@ def top_trials(trials: pd.DataFrame, metric: str, mode: str, k: int, searched: l
     return ranked[list(dict.fromkeys(c for c in cols if c in ranked.columns))].reset_index(drop=True)
 
 
-def param_importance(trials: pd.DataFrame, metric: str, searched: list[str]) -> pd.DataFrame | None:
-    """How strongly each searched parameter goes with ``metric``: |Spearman ρ| for a numeric
-    parameter, the correlation ratio η for a categorical one (both in [0, 1]), over the
-    trials where the parameter exists. A simple, model-free proxy for parameter importance."""
-    rows = []
-    for col in searched:
-        pair = trials[[col, metric]].dropna()
-        if len(pair) < 3 or pair[col].astype(str).nunique() < 2:
-            continue
-        if pd.api.types.is_numeric_dtype(pair[col]) and not pd.api.types.is_bool_dtype(pair[col]):
-            rho = pair[col].astype(float).corr(pair[metric].astype(float), method="spearman")
-            rows.append({"parameter": col, "kind": "spearman |rho|", "importance": abs(rho), "n": len(pair)})
-        else:
-            y = pair[metric].astype(float)
-            means = y.groupby(pair[col].astype(str)).transform("mean")
-            total = ((y - y.mean()) ** 2).sum()
-            eta = math.sqrt(((means - y.mean()) ** 2).sum() / total) if total > 0 else 0.0
-            rows.append({"parameter": col, "kind": "correlation ratio eta", "importance": eta, "n": len(pair)})
-    if not rows:
+def param_importance(trials: pd.DataFrame, metric: str, mode: str, searched: list[str]) -> pd.DataFrame | None:
+    """The share of the metric's variance each searched parameter explains: Optuna's fANOVA
+    evaluator (seeded) on an in-memory study holding one trial per row (its parameter values,
+    the metric as its value). Parameters absent from some trials (conditional ones) or with one
+    value are left out. Distributions: the observed range, on a log scale where it is positive
+    and spans a decade; integers as integers; anything else as categories. None when fewer
+    than 3 trials or no parameter qualifies, or the metric does not vary."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    cols = [c for c in searched if c in trials and trials[c].notna().all() and trials[c].astype(str).nunique() > 1]
+    pair = trials[[*cols, metric]].dropna()
+    if len(pair) < 3 or not cols or pair[metric].nunique() < 2:
         return None
+    dists, values = {}, {}
+    for c in cols:
+        v = pair[c]
+        if pd.api.types.is_bool_dtype(v) or not pd.api.types.is_numeric_dtype(v):
+            values[c] = v.astype(str).tolist()
+            dists[c] = CategoricalDistribution(sorted(set(values[c])))
+        elif pd.api.types.is_integer_dtype(v):
+            values[c] = [int(x) for x in v]
+            dists[c] = IntDistribution(min(values[c]), max(values[c]))
+        else:
+            values[c] = [float(x) for x in v]
+            lo, hi = min(values[c]), max(values[c])
+            dists[c] = FloatDistribution(lo, hi, log=lo > 0 and hi / lo >= 10)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for i, y in enumerate(pair[metric].astype(float)):
+        params = {c: values[c][i] for c in cols}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=y))
+    imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    rows = [{"parameter": c, "importance": float(imp.get(c, 0.0)), "evaluator": "optuna fANOVA", "n": len(pair)}
+            for c in cols]
     return pd.DataFrame(rows).sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def summarize(trials: pd.DataFrame, metric: str = "test_acc", mode: str = "max", *, searched: list[str] = (),
-              extra: list[str] = (), completed_only: bool = False, top: int = 5) -> Summary:
-    """All tables of one search (or of several, with ``extra=["search"]``)."""
+def by_rung(trials: pd.DataFrame, curves: pd.DataFrame, metric: str, extra: list[str]) -> pd.DataFrame | None:
+    """The metric per estimator at every ASHA rung (:func:`analysis.fidelity.rung_epochs`), over
+    the trials that reached the rung; None for a search without rungs below the full budget."""
+    epochs = fidelity.rung_epochs(trials)
+    if len(epochs) < 2:
+        return None
+    parts = []
+    for e in epochs:
+        df = usable(fidelity.at_epoch(trials, curves, e), metric)
+        parts.append(group_stats(df.assign(rung_epoch=e), [*extra, "rung_epoch", "estimator"], metric))
+    return pd.concat(parts, ignore_index=True)
+
+
+def summarize(trials: pd.DataFrame, curves: pd.DataFrame, metric: str = "test_acc", mode: str = "max", *,
+              searched: list[str] = (), extra: list[str] = (), completed_only: bool = False, top: int = 5,
+              epoch: int | None = None) -> Summary:
+    """All tables of one search (or of several, with ``extra=["search"]``), compared at
+    ``epoch`` (default :func:`analysis.fidelity.default_epoch`)."""
     check_metric(trials, metric)
     extra = list(extra)
     s = Summary(metric)
     s.tables["stop_reasons"] = stop_reasons(trials, extra)
     df = usable(trials, metric, completed_only)
+    s.total = len(df)
     if df.empty:
         s.notes["all"] = f"no trial has a finite {metric}" + (" and ran all epochs" if completed_only else "")
         return s
-    s.tables["top_trials"] = top_trials(df, metric, mode, top, list(searched), extra)
-    s.tables["by_estimator_beta"] = by_estimator_beta(df, metric, extra)
-    s.tables["by_loss"] = by_loss(df, metric, extra)
+    if epoch is None:
+        epoch = fidelity.default_epoch(df)
+    else:
+        fidelity.check_epoch(df, epoch)
+    s.epoch = epoch
+    cmp = usable(fidelity.at_epoch(df, curves, epoch), metric)
+    s.frame = cmp
+    full = df[df["epochs_run"] >= df["max_epochs"]]
+    if full.empty:
+        s.notes["top_trials"] = "no trial has run its full budget yet"
+    else:
+        s.tables["top_trials"] = top_trials(full, metric, mode, top, list(searched), extra)
+    s.tables["by_estimator_beta"] = by_estimator_beta(cmp, metric, extra)
+    s.tables["by_loss"] = by_loss(cmp, metric, extra)
     optional = {
         "by_model": (by_model, "one model kind in every trial"),
         "by_initial_angle": (by_initial_angle, "no trials with different model.angle (code base B's vf_* models)"),
@@ -217,15 +279,21 @@ def summarize(trials: pd.DataFrame, metric: str = "test_acc", mode: str = "max",
         "over_seeds": (over_seeds, "no configuration was run with more than one seed"),
     }
     for name, (fn, note) in optional.items():
-        table = fn(df, metric, extra)
+        table = fn(cmp, metric, extra)
         if table is None:
             s.notes[name] = note
         else:
             s.tables[name] = table
+    rungs = by_rung(df, curves, metric, extra)
+    if rungs is None:
+        s.notes["by_rung"] = "no trial stopped at an ASHA rung before the full budget"
+    else:
+        s.tables["by_rung"] = rungs
     if not extra:  # the searched parameters of one search
-        importance = param_importance(df, metric, list(searched))
+        importance = param_importance(cmp, metric, mode, list(searched))
         if importance is None:
-            s.notes["param_importance"] = "no searched parameter with 2+ values over 3+ trials"
+            s.notes["param_importance"] = (f"fewer than 3 trials at epoch {epoch}, no searched parameter with 2+ "
+                                           f"values in every trial, or {metric} does not vary")
         else:
             s.tables["param_importance"] = importance
     return s
@@ -255,7 +323,7 @@ def markdown(df: pd.DataFrame) -> str:
 
 
 def summary_markdown(s: Summary, title: str) -> str:
-    parts = [f"# {title}", "", f"Metric: `{s.metric}` (final epoch of each trial)."]
+    parts = [f"# {title}", "", s.fidelity()]
     for name, table in s.tables.items():
         parts += ["", f"## {name}", "", markdown(table)]
     for name, note in s.notes.items():

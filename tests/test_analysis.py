@@ -98,21 +98,31 @@ def test_one_row_per_trial_with_the_right_stop_reason(search, results):
     assert "config.optim.lrs[0]" in search.searched() and "config.model.loss" in search.searched()
 
 
-def test_summary_numbers_equal_those_recomputed_from_raw_results(search, results):
-    raw = raw_trials(results)
-    s = summarize(search.trials, "test_acc", "max", searched=search.searched())
-    acc = {n: r["last"]["test_acc"] for n, r in raw.items()}
-    est = {n: r["params"]["rule.estimator"] for n, r in raw.items()}
-    beta = {n: r["params"]["rule.beta"] for n, r in raw.items()}
-    loss = {n: r["params"]["model.loss"] for n, r in raw.items()}
+def at(report_list: list[dict], epoch: int) -> dict | None:
+    return report_list[epoch - 1] if len(report_list) >= epoch else None
 
-    edges = beta_edges(search.trials["config.rule.beta"])
-    assert edges[0] <= min(beta.values()) and max(beta.values()) < edges[-1]
+
+@pytest.mark.parametrize("epoch", [None, 1, EPOCHS])
+def test_summary_numbers_equal_those_recomputed_from_raw_results_at_one_epoch(search, results, epoch):
+    """Every cell is recomputed from Tune's raw reports at the summary's epoch, over exactly the
+    trials that reached it: no cell mixes fidelities."""
+    raw = raw_trials(results)
+    s = summarize(search.trials, search.curves, "test_acc", "max", searched=search.searched(), epoch=epoch)
+    runs = sorted((len(r["reports"]) for r in raw.values()), reverse=True)
+    assert s.epoch == (epoch or runs[TRIALS // 2])  # the largest epoch more than half the trials reached
+    e = s.epoch
+    rep = {n: at(r["reports"], e) for n, r in raw.items() if at(r["reports"], e) is not None}
+    assert sorted(s.frame["trial_name"]) == sorted(rep) and (s.frame["fidelity_epoch"] == e).all()
+    acc = {n: r["test_acc"] for n, r in rep.items()}
+    est = {n: raw[n]["params"]["rule.estimator"] for n in rep}
+    beta = {n: raw[n]["params"]["rule.beta"] for n in rep}
+    loss = {n: raw[n]["params"]["model.loss"] for n in rep}
+
     table = s.tables["by_estimator_beta"]
-    assert table["n"].sum() == TRIALS
+    assert table["n"].sum() == len(rep)
     for row in table.itertuples(index=False):
         lo, hi = (float(x) for x in row.beta_bin.strip("[)").split(","))
-        vals = [acc[n] for n in raw if est[n] == row.estimator and lo <= beta[n] < hi]
+        vals = [acc[n] for n in rep if est[n] == row.estimator and lo <= beta[n] < hi]
         assert row.n == len(vals)
         assert row.mean == pytest.approx(np.mean(vals), abs=1e-12)
         assert row.max == max(vals)
@@ -122,26 +132,54 @@ def test_summary_numbers_equal_those_recomputed_from_raw_results(search, results
             assert math.isnan(row.std)
 
     for row in s.tables["by_loss"].itertuples(index=False):
-        vals = [acc[n] for n in raw if loss[n] == row[0]]
+        vals = [acc[n] for n in rep if loss[n] == row[0]]
         assert (row.n, row.mean) == (len(vals), pytest.approx(np.mean(vals), abs=1e-12))
 
-    angle = {n: np.mean([v for k, v in r["last"].items() if k.startswith("angle_B")]) for n, r in raw.items()}
+    angle = {n: np.mean([v for k, v in r.items() if k.startswith("angle_B")]) for n, r in rep.items()}
     table = s.tables["by_weight_angle"]
-    assert table["n"].sum() == TRIALS
+    assert table["n"].sum() == len(rep)
     for row in table.itertuples(index=False):
         lo, hi = (float(x) for x in row.angle_bin.strip("[)").split(","))
-        vals = [acc[n] for n in raw if lo <= angle[n] < hi]
+        vals = [acc[n] for n in rep if lo <= angle[n] < hi]
         assert (row.n, row.mean) == (len(vals), pytest.approx(np.mean(vals), abs=1e-12))
 
-    corr = s.tables["gradient_angle_correlation"].set_index("diagnostic")
-    names = sorted(raw)
-    x = [raw[n]["last"]["gdu_angle"] for n in names]
-    y = [acc[n] for n in names]
-    assert corr.loc["gdu_angle", "n"] == TRIALS
-    assert corr.loc["gdu_angle", "pearson"] == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-9)
+    if len(rep) > 2:
+        corr = s.tables["gradient_angle_correlation"].set_index("diagnostic")
+        names = sorted(rep)
+        x = [rep[n]["gdu_angle"] for n in names]
+        y = [acc[n] for n in names]
+        assert corr.loc["gdu_angle", "n"] == len(rep)
+        assert corr.loc["gdu_angle", "pearson"] == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-9)
 
     stops = s.tables["stop_reasons"].set_index("stop_reason")["n"]
     assert stops.sum() == TRIALS and stops[R.COMPLETED] == sum(len(r["reports"]) == EPOCHS for r in raw.values())
+    # the best trials: only those that ran the full budget, by their final value
+    top = s.tables["top_trials"]
+    assert set(top["trial_name"]) <= {n for n, r in raw.items() if len(r["reports"]) == EPOCHS}
+    full = sorted((r["last"]["test_acc"] for r in raw.values() if len(r["reports"]) == EPOCHS), reverse=True)
+    assert list(top["test_acc"]) == full[:len(top)]
+
+
+def test_by_rung_compares_the_trials_at_each_asha_rung(search, results):
+    raw = raw_trials(results)
+    s = summarize(search.trials, search.curves, "test_acc", "max", searched=search.searched())
+    stopped = {len(r["reports"]) for r in raw.values() if len(r["reports"]) < EPOCHS}
+    table = s.tables["by_rung"]
+    assert sorted(set(table["rung_epoch"])) == sorted(stopped | {EPOCHS})
+    for row in table.itertuples(index=False):
+        vals = [r["reports"][row.rung_epoch - 1]["test_acc"] for r in raw.values()
+                if len(r["reports"]) >= row.rung_epoch and r["params"]["rule.estimator"] == row.estimator]
+        assert (row.n, row.mean) == (len(vals), pytest.approx(np.mean(vals), abs=1e-12))
+
+
+def test_importance_is_optunas_fanova_at_the_summary_epoch(search):
+    s = summarize(search.trials, search.curves, "test_acc", "max", searched=search.searched(), epoch=1)
+    imp = s.tables["param_importance"]
+    assert (imp["evaluator"] == "optuna fANOVA").all() and (imp["n"] == TRIALS).all()
+    assert imp["importance"].sum() == pytest.approx(1.0) and (imp["importance"] >= 0).all()
+    assert "config.rule.beta" in set(imp["parameter"])
+    assert summarize(search.trials, search.curves, "test_acc", "max", searched=search.searched(),
+                     epoch=1).tables["param_importance"].equals(imp)  # seeded: the same shares again
 
 
 def test_mean_and_std_over_seeds_of_repeated_configurations(search):
@@ -168,7 +206,7 @@ def test_mlflow_source_gives_the_same_trials(search, results):
 
 
 def test_plots_are_written(search, tmp_path):
-    made, skipped = make_plots(search, tmp_path)
+    made, skipped = make_plots(search, summarize(search.trials, search.curves, searched=search.searched()), tmp_path)
     assert skipped == {}
     assert set(made) == {"learning_curves", "metric_vs_beta", "metric_vs_angle", "importance",
                          "parallel_coordinates", "rungs"}
@@ -230,6 +268,8 @@ def test_bad_input_is_one_error_line(results, tmp_path):
     assert f"{tmp_path}: not the results folder of a search" in r.output
     r = runner.invoke(main, ["summarize", str(results), "--metric", "accuracy"])
     assert r.exit_code == 2 and "metric 'accuracy': unknown; allowed:" in r.output and "test_acc" in r.output
+    r = runner.invoke(main, ["summarize", str(results), "--at-epoch", str(EPOCHS + 1)])
+    assert r.exit_code == 2 and f"--at-epoch: got {EPOCHS + 1}; allowed: an epoch from 1 to {EPOCHS}" in r.output
     r = runner.invoke(main, ["export", "mlflow:nope", "--mlflow-uri", f"sqlite:///{results / R.MLFLOW_DB}"])
     assert r.exit_code == 2 and "no MLflow experiment 'nope'; allowed: " in r.output
 

@@ -28,6 +28,8 @@ def table_options(f):
     f = click.option("--metric", default=None, help="metric of the tables (default: the search's, test_acc)")(f)
     f = click.option("--completed-only", is_flag=True, help="only trials that ran all their epochs")(f)
     f = click.option("--top", type=int, default=5, show_default=True, help="rows of the top-trials table")(f)
+    f = click.option("--at-epoch", type=int, default=None,
+                     help="compare every trial at this epoch (default: the largest epoch most trials reached)")(f)
     return f
 
 
@@ -68,6 +70,7 @@ def show(summary, title: str) -> None:
     if not console.is_terminal:  # a pipe or a file: do not fold the wide tables
         console.width = 200
     console.rule(title)
+    console.print(summary.fidelity().replace("`", ""))
     for name, df in summary.tables.items():
         table = Table(title=name, title_justify="left")
         for c in df.columns:
@@ -79,17 +82,17 @@ def show(summary, title: str) -> None:
         console.print(f"[dim]{name}: skipped: {note}[/dim]")
 
 
-def tables_and_plots(search, metric, completed_only, top, plots_dir: Path | None):
+def tables_and_plots(search, metric, completed_only, top, at_epoch, plots_dir: Path | None):
     """The summary of ``search`` and, when ``plots_dir`` is given, its plots."""
     from analysis.tables import summarize as make
 
-    summary = make(search.trials, metric or search.metric, search.mode, searched=search.searched(),
-                   completed_only=completed_only, top=top)
+    summary = make(search.trials, search.curves, metric or search.metric, search.mode, searched=search.searched(),
+                   completed_only=completed_only, top=top, epoch=at_epoch)
     if plots_dir is None:
         return summary, {}, {}
     from analysis.plots import make_plots
 
-    made, skipped = make_plots(search, plots_dir, metric, top)
+    made, skipped = make_plots(search, summary, plots_dir, top)
     return summary, made, skipped
 
 
@@ -101,13 +104,14 @@ def tables_and_plots(search, metric, completed_only, top, plots_dir: Path | None
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="folder of the CSV, Markdown and PNG files (default SOURCE/analysis)")
 @clean_errors
-def summarize(source: str, mlflow_uri, from_mlflow, metric, completed_only, top, no_plots, out) -> None:
+def summarize(source: str, mlflow_uri, from_mlflow, metric, completed_only, top, at_epoch, no_plots, out) -> None:
     """Tables of a search (metric by estimator × β, by loss, by weight angle, vs gradient angle; CSV + Markdown) and its plots."""
     from analysis.tables import write_summary
 
     search = load(source, mlflow_uri, from_mlflow)
     out = out or default_out(source, search.name, "analysis")
-    summary, made, skipped = tables_and_plots(search, metric, completed_only, top, None if no_plots else out / "plots")
+    summary, made, skipped = tables_and_plots(search, metric, completed_only, top, at_epoch,
+                                              None if no_plots else out / "plots")
     show(summary, f"{search.name}: {len(search.trials)} trials ({search.source})")
     paths = write_summary(summary, out, f"Search {search.name}")
     click.echo(f"tables: {paths[-1]} and {len(paths) - 1} CSV files beside it")
@@ -124,7 +128,7 @@ def summarize(source: str, mlflow_uri, from_mlflow, metric, completed_only, top,
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="the page: .html or .md (default SOURCE/analysis/report.html)")
 @clean_errors
-def report(source: str, mlflow_uri, from_mlflow, metric, completed_only, top, out) -> None:
+def report(source: str, mlflow_uri, from_mlflow, metric, completed_only, top, at_epoch, out) -> None:
     """One HTML (or Markdown, with --out X.md) page with a search's tables and plots."""
     from analysis.report import write_report
 
@@ -132,7 +136,7 @@ def report(source: str, mlflow_uri, from_mlflow, metric, completed_only, top, ou
     out = out or default_out(source, search.name, "analysis") / "report.html"
     if out.suffix not in (".html", ".md"):
         fail(f"--out {out}: allowed: a file name ending in .html or .md")
-    summary, made, skipped = tables_and_plots(search, metric, completed_only, top, out.parent / "plots")
+    summary, made, skipped = tables_and_plots(search, metric, completed_only, top, at_epoch, out.parent / "plots")
     click.echo(f"report: {write_report(summary, made, skipped, f'Search {search.name}', out)}")
 
 
@@ -143,16 +147,16 @@ def report(source: str, mlflow_uri, from_mlflow, metric, completed_only, top, ou
 @click.option("--out", type=click.Path(path_type=Path), default=Path("comparison"), show_default=True,
               help="folder of the CSV and Markdown files")
 @clean_errors
-def compare(sources: tuple[str, ...], mlflow_uri, from_mlflow, metric, completed_only, top, out) -> None:
+def compare(sources: tuple[str, ...], mlflow_uri, from_mlflow, metric, completed_only, top, at_epoch, out) -> None:
     """The summary tables of several searches side by side (results folders or mlflow:EXPERIMENT)."""
     from analysis.load import combine
     from analysis.tables import summarize as make, write_summary
 
     searches = [load(s, mlflow_uri, from_mlflow) for s in sources]
-    trials = combine(searches)
-    summary = make(trials, metric or searches[0].metric, searches[0].mode,
+    trials, curves = combine(searches)
+    summary = make(trials, curves, metric or searches[0].metric, searches[0].mode,
                    searched=sorted({c for s in searches for c in s.searched()}), extra=["search"],
-                   completed_only=completed_only, top=top)
+                   completed_only=completed_only, top=top, epoch=at_epoch)
     for label, s in zip(trials.drop_duplicates("search")["search"], searches):
         click.echo(f"{label}: {s.source}")
     show(summary, f"{len(searches)} searches")
