@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 
 import pytest
 import torch
@@ -75,9 +76,40 @@ def test_code_base_b_commands_run_a_few_batches(command, extra, tmp_path):
 def test_plotcurves_is_the_gdu_check(tmp_path):
     r = CliRunner().invoke(main, ["train", "--action", "plotcurves", "--size_tab", "10", "16", "64", "--discrete",
                                   "--activation-function", "tanh", "--beta", "0.01", "--T", "60", "--Kmax", "5",
+                                  "--cep", "--lr_tab", "0.00002", "0.00002", "--learning-rule", "vf",
                                   "--set", "data.dataset=digits", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "gdu.csv").is_file() and (tmp_path / "gdu.png").is_file()
+    assert (tmp_path / "gdu.png").stat().st_size > 5000
+    rows = list(csv.DictReader((tmp_path / "gdu.csv").open()))
+    assert {r["key"] for r in rows} == {"W.0.weight", "W.0.bias", "W.1.weight", "W.1.bias", "B.0.weight", "s1", "s2"}
+    curves = list(csv.DictReader((tmp_path / "gdu_curves.csv").open()))
+    assert {c["estimator"] for c in curves} == {"continual"} and {c["kind"] for c in curves} == {"neurons", "synapses"}
+    assert {int(c["t"]) for c in curves} == set(range(5))  # Kmax nudged steps
+    assert len({(c["key"], c["element"]) for c in curves}) == 5 * len(rows)  # 5 elements per layer
+
+
+@pytest.mark.parametrize("kind", ["ep_disc", "ep_cont"])
+def test_gdu_curves_of_continual_ep_tend_to_ep_and_neurons_count_per_unit_time(kind):
+    """Continual EP's GDU series with η → 0 is EP's (tied: the per-step updates are the same);
+    continuous-time neuron updates are (s_{t+1} − s_t)/(β·dt): they match −∂L/∂s, not dt times it."""
+    from eqsearch.gdu import gdu_check
+
+    model = ContinualMLP([6, 8, 4], activation="tanh", discrete=kind == "ep_disc", dt=None if kind == "ep_disc" else 0.1,
+                         clamp=None if kind == "ep_disc" else False).double()
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.rand(3, 6, generator=g, dtype=torch.float64), torch.randint(0, 4, (3,), generator=g)
+    T1, T2 = (300, 10) if kind == "ep_disc" else (1500, 40)
+    rows, series = gdu_check(model, x, y, T1, T2, 1e-4)
+    zero = {n: 0.0 for n, _ in model.named_parameters()}
+    _, cont = gdu_check(model, x, y, T1, T2, 1e-4, continual_lrs=zero)
+    for key, v in series["one_sided"].items():
+        torch.testing.assert_close(cont["continual"][key], v)
+    _, moved = gdu_check(model, x, y, T1, T2, 1e-4, continual_lrs={n: 0.5 for n in zero})
+    assert not torch.allclose(moved["continual"]["W.1.weight"], series["one_sided"]["W.1.weight"])
+    for r in rows:
+        assert r["sign_error"] < 0.05, r
+        if kind == "ep_cont" and r["kind"] == "neurons":
+            assert r["rel_error"] < 0.2, r  # 1 − dt = 0.9 if the step were not divided by dt
 
 
 def tiny(kind: str, seed: int = 0):

@@ -28,7 +28,7 @@ def test_gdu_holds_for_converged_free_phase_and_small_beta(tmp_path):
             assert r["sign_error"] == 0.0, r
     summary = summarize(rows, "symmetric")
     assert summary["gdu_sign_error"] < 0.01
-    path = plot_gdu(series, tmp_path / "gdu.png")
+    path = plot_gdu(series, rows, tmp_path / "gdu.png")
     assert path.stat().st_size > 5000
 
 

@@ -130,7 +130,13 @@ GDU_HELP = """EP per-step updates vs truncated-BPTT gradients (GDU theorem), per
 
   eqsearch gducheck --model MLP --task MNIST --archi 784 512 10 --act tanh \\
       --betas 0.0 0.01 --T1 30 --T2 10 --mbs 50 --data-root DIR
-Writes gdu.csv and gdu.png into --out; --thirdphase adds the symmetric estimator.
+  eqsearch train --action plotcurves --batch-size 1 --size_tab 10 512 784 \\
+      --activation-function tanh --discrete --beta 0.01 --T 150 --Kmax 10   # code base B
+Writes into --out: gdu.csv (relative error, sign error and angle per layer), gdu_curves.csv
+(the per-step curves of 5 elements per layer: t, EP, BPTT) and gdu.png (those curves, neurons
+and synapses). --thirdphase adds the symmetric estimator; a continual rule (--cep, --alg CEP)
+applies each step's update with the run's learning rates (code base B's --cep --lr_tab).
+The batch: the first --mbs / --batch-size training samples (at most 20).
 """
 
 
@@ -143,13 +149,19 @@ def gducheck(argv: tuple[str, ...]) -> None:
     _gducheck(ns)
 
 
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def _gducheck(ns) -> None:
     import torch
 
-    from eqsearch.gdu import gdu_check, plot_gdu
+    from eqsearch.gdu import curve_rows, gdu_check, plot_gdu
     from eqsearch.training import Trainer
 
-    samples = 20
     try:
         base = load_run_config(ns.load_path) if ns.load_path else None
         cfg = config_from_args(ns, base=base)
@@ -160,15 +172,18 @@ def _gducheck(ns) -> None:
         trainer.load(Path(ns.load_path) / BEST)
     out = Path(ns.out or default_run_dir(cfg, "gducheck"))
     out.mkdir(parents=True, exist_ok=True)
+    samples = min(20, cfg.data.batch_size)
     x = trainer.data.x_train[:samples].double()
     y = trainer.data.y_train[:samples]
     r = cfg.rule
-    rows, series = gdu_check(trainer.model, x, y, r.T1, r.T2, r.beta, symmetric=r.symmetric)
-    with (out / "gdu.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    plot_gdu(series, out / "gdu.png")
+    lrs = None
+    if r.alg == "cep":
+        lr_of = {id(p): g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
+        lrs = {n: lr_of[id(p)] for n, p in trainer.model.named_parameters()}
+    rows, series = gdu_check(trainer.model, x, y, r.T1, r.T2, r.beta, symmetric=r.symmetric, continual_lrs=lrs)
+    _write_csv(out / "gdu.csv", rows)
+    _write_csv(out / "gdu_curves.csv", curve_rows(series))
+    plot_gdu(series, rows, out / "gdu.png")
     from rich.console import Console
     from rich.table import Table
 
@@ -179,7 +194,7 @@ def _gducheck(ns) -> None:
         table.add_row(row["estimator"], row["key"], f"{row['rel_error']:.3g}", f"{row['sign_error']:.3g}",
                       f"{row['angle']:.2f}")
     Console().print(table)
-    click.echo(f"wrote {out / 'gdu.csv'} and {out / 'gdu.png'}")
+    click.echo(f"wrote {out / 'gdu.csv'}, {out / 'gdu_curves.csv'} and {out / 'gdu.png'}")
 
 
 @main.command()
