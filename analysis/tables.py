@@ -229,15 +229,20 @@ def param_importance(trials: pd.DataFrame, metric: str, mode: str, searched: lis
 
 
 def by_rung(trials: pd.DataFrame, curves: pd.DataFrame, metric: str, extra: list[str]) -> pd.DataFrame | None:
-    """The metric per estimator at every ASHA rung (:func:`analysis.fidelity.rung_epochs`), over
-    the trials that reached the rung; None for a search without rungs below the full budget."""
+    """The metric per estimator (and initial weight angle, where trials differ in it) at every
+    ASHA rung (:func:`analysis.fidelity.rung_epochs`), over the trials that reached the rung;
+    None for a search without rungs below the full budget."""
     epochs = fidelity.rung_epochs(trials)
     if len(epochs) < 2:
         return None
+    angle = "config.model.angle"
+    by = [*extra, "rung_epoch", "estimator"]
+    if angle in trials and trials[angle].dropna().nunique() > 1:
+        by.append(angle)
     parts = []
     for e in epochs:
         df = usable(fidelity.at_epoch(trials, curves, e), metric)
-        parts.append(group_stats(df.assign(rung_epoch=e), [*extra, "rung_epoch", "estimator"], metric))
+        parts.append(group_stats(df.assign(rung_epoch=e), by, metric))
     return pd.concat(parts, ignore_index=True)
 
 

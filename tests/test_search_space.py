@@ -55,6 +55,7 @@ def test_shipped_spaces_validate(path):
      "space.model.act.when: got 'rule.alg'; allowed: a parameter listed earlier"),
     (minimal(search={"num_samples": 0}), "search.num_samples: got 0; allowed: an integer >= 1"),
     (minimal(search={"metric": "accuracy"}), "search.metric: got 'accuracy'; allowed: test_acc"),
+    (minimal(search={"sampler": "grid"}), "search.sampler: got 'grid'; allowed: tpe, random"),
     (minimal(resources={"gpu": -1}), "resources.gpu: got -1; allowed: a number >= 0"),
     (minimal(scheduler={"asha": {"reduction_factor": 1}}), "scheduler.asha.reduction_factor: got 1"),
     (minimal(base={"rule": {"beta": -2}}), "base.rule.beta: got -2"),

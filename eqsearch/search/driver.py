@@ -1,7 +1,7 @@
 """The search driver: builds and runs the Tuner from a :class:`SearchSpec`, resumes it, and owns
 every Ray / Optuna call of the project (MLflow calls are in :mod:`eqsearch.search.tracking`).
 
-Pieces: Optuna proposes configurations (define-by-run space, seeded TPE sampler, study stored in
+Pieces: Optuna proposes configurations (define-by-run space, seeded TPE or random sampler, study stored in
 ``optuna.db``); ASHA stops poor trials on ``epoch`` (max_t = ``train.epochs``); trials that ASHA
 stopped are told to Optuna as PRUNED, not COMPLETE with their truncated score
 (:class:`PruneAwareOptunaSearch`); :class:`SearchRecorder` keeps ``trials.csv``, MLflow and the
@@ -290,8 +290,9 @@ def _trainable(spec: SearchSpec):
 
 def _tuner(spec: SearchSpec, results: Path, recorder: SearchRecorder) -> tune.Tuner:
     s = spec.search
+    sampler = (optuna.samplers.RandomSampler if s["sampler"] == "random" else optuna.samplers.TPESampler)(seed=s["seed"])
     searcher = PruneAwareOptunaSearch(
-        space=spec.define_by_run(), metric=s["metric"], mode=s["mode"], seed=s["seed"], study_name=spec.name,
+        space=spec.define_by_run(), metric=s["metric"], mode=s["mode"], sampler=sampler, study_name=spec.name,
         storage=optuna.storages.RDBStorage(f"sqlite:///{(results / R.OPTUNA_DB).resolve()}"),
         max_epochs=spec.max_epochs)
     if spec.asha:

@@ -13,7 +13,7 @@ One file holds everything a search needs::
       optim.lrs[0]: {loguniform: [0.02, 0.5]}        # one element of a per-layer list
       rule.estimator: {choice: [one_sided, symmetric]}
       model.act: {choice: [mysig, tanh], when: {model.kind: [mlp]}}   # condition
-    search: {metric: test_acc, mode: max, num_samples: 8, max_concurrent: 2, seed: 0}
+    search: {metric: test_acc, mode: max, num_samples: 8, max_concurrent: 2, seed: 0, sampler: tpe}
     scheduler: {asha: {grace_period: 1, reduction_factor: 2}}   # or null: every trial runs all epochs
     resources: {cpu: 1, gpu: 0}      # per trial; fractions allowed
     tracking: {experiment: quickstart, mlflow_uri: null}        # null: sqlite in the results folder
@@ -49,7 +49,9 @@ FIXED_BY_SEARCH = {"train.epochs": "it is ASHA's max_t; set it in base",
                    "train.threads": "it follows the trial's CPUs",
                    "train.device": "it follows the trial's GPUs"}
 TOP_KEYS = ("name", "description", "trainable", "base", "space", "search", "scheduler", "resources", "tracking")
-SEARCH_DEFAULTS = {"metric": "test_acc", "mode": "max", "num_samples": 8, "max_concurrent": 2, "seed": 0}
+SEARCH_DEFAULTS = {"metric": "test_acc", "mode": "max", "num_samples": 8, "max_concurrent": 2, "seed": 0,
+                   "sampler": "tpe"}
+SAMPLERS = ("tpe", "random")  # Optuna's TPESampler (optimisation) or RandomSampler (an unbiased study)
 ASHA_DEFAULTS = {"grace_period": 1, "reduction_factor": 2}
 RESOURCE_DEFAULTS = {"cpu": 1.0, "gpu": 0.0}
 METRICS = ("test_acc", "best_test_acc", "train_acc", "test_loss", "train_loss")
@@ -252,6 +254,8 @@ def _check_search(d: dict, where: str) -> None:
     _int_at_least(d, "num_samples", 1, where)
     _int_at_least(d, "max_concurrent", 1, where)
     _int_at_least(d, "seed", 0, where)
+    if d["sampler"] not in SAMPLERS:
+        raise _bad(f"{where}sampler", d["sampler"], ", ".join(SAMPLERS))
 
 
 def _check_resources(d: dict, where: str) -> None:
