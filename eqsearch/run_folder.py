@@ -2,7 +2,7 @@
 
     RUN/config.yaml            the run config (``eqsearch train --config`` reruns it)
     RUN/metrics.csv            one row per epoch (the engine's metric names)
-    RUN/checkpoint_latest.pt   model, optimizer, scheduler and epoch after the last epoch
+    RUN/checkpoint_latest.pt   model, optimizer, scheduler, epoch and every epoch's metrics so far
     RUN/checkpoint_best.pt     the same at the best test accuracy so far
 """
 
@@ -19,20 +19,26 @@ LATEST = "checkpoint_latest.pt"
 BEST = "checkpoint_best.pt"
 
 
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """Write ``metrics.csv`` (one row per epoch; the header is the union of the rows' keys)."""
+    header: list[str] = []
+    for r in rows:
+        header += [k for k in r if k not in header]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
 def append_metrics(path: Path, metrics: dict) -> None:
     """Append one row to ``metrics.csv``, widening the header if a new metric appears."""
     rows = []
     if path.exists():
         with path.open() as f:
             rows = list(csv.DictReader(f))
-    rows.append({k: v for k, v in metrics.items()})
-    header: list[str] = []
-    for r in rows:
-        header += [k for k in r if k not in header]
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=header)
-        w.writeheader()
-        w.writerows(rows)
+    write_metrics(path, [*rows, dict(metrics)])
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

@@ -31,7 +31,8 @@ from eqsearch.losses import loss_per_sample
 from eqsearch.models import build_model
 from eqsearch.optim import build_optimizer, step_scheduler
 from eqsearch.rules import build_rule, free_phase
-from eqsearch.run_folder import BEST, CONFIG_FILE, LATEST, METRICS_FILE, append_metrics, load_run_config, read_metrics
+from eqsearch.run_folder import (BEST, CONFIG_FILE, LATEST, METRICS_FILE, append_metrics, load_run_config,
+                                 read_metrics, write_metrics)
 
 __all__ = ["Trainer", "fit", "prepare_run", "resolve_device", "epoch_generator", "BEST", "CONFIG_FILE", "LATEST",
            "METRICS_FILE", "append_metrics", "load_run_config", "read_metrics"]
@@ -96,6 +97,7 @@ class Trainer:
         self.optimizer, self.scheduler = build_optimizer(cfg.optim, self.model)
         self.epoch = 0
         self.best_test_acc = -1.0
+        self.history: list[dict] = []  # every finished epoch's metrics (saved in checkpoints)
 
     @property
     def batches_per_epoch(self) -> int:
@@ -212,7 +214,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "best_test_acc": self.best_test_acc,
+        return {"epoch": self.epoch, "best_test_acc": self.best_test_acc, "history": self.history,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "config": self.cfg.to_dict()}
@@ -224,6 +226,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = state["epoch"]
         self.best_test_acc = state["best_test_acc"]
+        self.history = list(state.get("history", []))
 
     def save(self, path: str | Path) -> None:
         tmp = Path(str(path) + ".tmp")
@@ -254,6 +257,10 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bo
             (run / METRICS_FILE).unlink()
     if restore_from is not None:
         trainer.load(restore_from)
+        if run_dir is not None and trainer.history:
+            # the checkpoint's epochs, however much of metrics.csv the folder kept (a Tune trial
+            # restored into a fresh folder; a kill between the metrics row and the checkpoint)
+            write_metrics(Path(run_dir) / METRICS_FILE, trainer.history)
     return trainer
 
 
@@ -274,6 +281,7 @@ def fit(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = Fal
     run = Path(run_dir) if run_dir is not None else None
     while trainer.epoch < cfg.train.epochs:
         metrics = trainer.run_epoch(on_batch)
+        trainer.history.append(metrics)
         if run is not None:
             append_metrics(run / METRICS_FILE, metrics)
             trainer.save(run / LATEST)

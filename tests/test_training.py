@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -40,6 +42,25 @@ def test_resume_continues_bit_identically(tmp_path, overrides):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert len(read_metrics(tmp_path / "b")) == 3
+
+
+def test_a_restored_run_keeps_every_epoch_of_its_curve(tmp_path):
+    """A checkpoint carries the metrics of every epoch so far: a run restored from it into a fresh
+    folder (a Tune trial resumed after a kill) or into one whose metrics.csv ran ahead of its
+    checkpoint (a kill between the two writes) gets metrics.csv = epochs 1..k, then continues."""
+    cfg = from_dict(overrides={"train.epochs": 3, "data.max_batches": 5})
+    straight = list(fit(cfg, tmp_path / "a"))
+    list(fit(cfg.replace({"train.epochs": 2}), tmp_path / "b"))
+    ckpt = tmp_path / "b" / LATEST
+    shutil.copy(ckpt, tmp_path / "saved.pt")
+    resumed = list(fit(cfg, tmp_path / "fresh", restore_from=tmp_path / "saved.pt"))
+    assert [m["epoch"] for m in resumed] == [3]
+    assert [m["test_acc"] for m in read_metrics(tmp_path / "fresh")] == [m["test_acc"] for m in straight]
+    list(fit(cfg, tmp_path / "b", resume=True))  # metrics.csv: 3 rows; the checkpoint said 2 before
+    ahead = tmp_path / "b"
+    shutil.copy(tmp_path / "saved.pt", ahead / LATEST)  # as if killed before the epoch-3 checkpoint
+    list(fit(cfg, ahead, resume=True))
+    assert [m["epoch"] for m in read_metrics(ahead)] == [1, 2, 3]
 
 
 def test_diverging_run_raises_with_reason_and_keeps_its_folder(tmp_path):

@@ -52,12 +52,31 @@ def launch(spec: SearchSpec, results: Path, address: str | None, dashboard: bool
                              notify=lambda m: click.echo(m, err=True))
     except ConfigError as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted before the search's state could be saved", err=True)
+        sys.exit(130)
     report(outcome, spec)
     return outcome
 
 
+EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143}  # 128 + signal number, as a shell reports it
+
+
 def report(outcome, spec: SearchSpec) -> None:
-    """Print the best trial, its config and where the results are."""
+    """Print the best trial, its config and where the results are; then exit non-zero when the
+    search was interrupted (with the resume command) or every trial failed."""
+    _summary(outcome, spec)
+    if outcome.interrupted:
+        n = sum(r["stop_reason"] == R.INTERRUPTED for r in outcome.rows)
+        click.echo(f"\n{outcome.interrupted}: the search stopped with {n} trial(s) interrupted; continue it with:\n"
+                   f"  eqsearch resume {outcome.results}", err=True)
+        sys.exit(EXIT_STATUS.get(outcome.interrupted, 1))
+    if outcome.rows and all(r["stop_reason"] in R.FAILED for r in outcome.rows):
+        click.echo(f"\nerror: every trial failed (reasons in {outcome.results / R.TRIALS_FILE})", err=True)
+        sys.exit(1)
+
+
+def _summary(outcome, spec: SearchSpec) -> None:
     counts: dict[str, int] = {}
     for r in outcome.rows:
         counts[r["stop_reason"]] = counts.get(r["stop_reason"], 0) + 1
@@ -139,6 +158,9 @@ def resume(results: Path, address: str | None, no_dashboard: bool, quiet: bool) 
                                 notify=lambda m: click.echo(m, err=True))
     except (ConfigError, FileNotFoundError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted before the search's state could be saved", err=True)
+        sys.exit(130)
     report(outcome, spec)
 
 

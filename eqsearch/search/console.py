@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 
 from eqsearch.progress import format_seconds
-from eqsearch.search.results import RUNNING
+from eqsearch.search.results import FAILED, INTERRUPTED, RUNNING
 
 
 class SearchConsole:
@@ -29,6 +29,7 @@ class SearchConsole:
         self.t0 = time.perf_counter()
         self._last_line = 0.0
         self._epochs_done = 0
+        self._best: float | None = None  # best value seen, over every update
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -56,7 +57,7 @@ class SearchConsole:
         if finished is not None:
             self.console.print(f"trial {finished['trial_name']}: {finished['stop_reason']} after "
                                f"{finished['epochs_run']} epochs, {self.metric} {_fmt(finished.get(self.metric))}"
-                               + (f" ({finished['reason']})" if finished['stop_reason'] in ("diverged", "errored") else ""),
+                               + (f" ({finished['reason']})" if finished['stop_reason'] in (*FAILED, INTERRUPTED) else ""),
                                highlight=False)
         elif now - self._last_line >= self.every_s:
             self.console.print(self.headline(rows), highlight=False)
@@ -73,11 +74,16 @@ class SearchConsole:
                 + (f", eta {format_seconds(eta)}" if eta is not None else ""))
 
     def best(self, rows: list[dict]) -> float | None:
+        """The best value any trial has reported so far: it never gets worse, although a trial's
+        latest value can (rows hold each trial's last epoch)."""
         vals = [float(r[self.metric]) for r in rows if r.get(self.metric) not in (None, "")
-                and r["stop_reason"] not in ("diverged", "errored")]
+                and r["stop_reason"] not in FAILED]
+        if self._best is not None:
+            vals.append(self._best)
         if not vals:
             return None
-        return max(vals) if self.mode == "max" else min(vals)
+        self._best = max(vals) if self.mode == "max" else min(vals)
+        return self._best
 
     def eta(self, rows: list[dict]) -> float | None:
         """Seconds left: epochs still to run (ASHA's average so far for trials not started) at

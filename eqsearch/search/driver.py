@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from eqsearch.config import RunConfig  # noqa: E402
+from eqsearch.errors import ConfigError  # noqa: E402
 from eqsearch.search import results as R  # noqa: E402
 from eqsearch.search.console import SearchConsole  # noqa: E402
 from eqsearch.errors import SpecError  # noqa: E402
@@ -43,6 +47,7 @@ from trainables import get_trainable  # noqa: E402
 from trainables.common import BASE_KEY  # noqa: E402
 
 EPOCH_KEYS = set(R.METRIC_COLUMNS)
+TUNE_ATTR, MLFLOW_ATTR, INTERRUPTED_ATTR = "tune_trial_id", "mlflow_run_id", "eqsearch.interrupted_at_epoch"
 
 
 def quiet() -> None:
@@ -66,6 +71,20 @@ class PruneAwareOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
         self._last_epoch: dict[str, int] = {}  # last epoch reported to Optuna, per trial
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """Optuna's next configuration. An Optuna trial left RUNNING by a kill after the searcher's
+        state was last saved (the restored searcher does not know it) is taken up again, with
+        its parameters, instead of asking a new one: the study keeps one trial per Tune trial."""
+        if trial_id not in self._ot_trials:
+            known = {t.number for t in self._ot_trials.values()}
+            orphans = [t for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                       if t.number not in known]
+            if orphans:
+                self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, orphans[0]._trial_id)
+        params = super().suggest(trial_id)
+        self._ot_trials[trial_id].set_user_attr(TUNE_ATTR, trial_id)
+        return params
 
     def _told_before_kill(self, trial_id: str) -> bool:
         """Finished in the study after the searcher state was last saved (a resume re-runs it)."""
@@ -126,13 +145,16 @@ class SearchRecorder(tune.Callback):
         self._init_runtime()
 
     def _init_runtime(self) -> None:
+        self.interrupted: str | None = None  # the signal that stopped this driver session (:class:`Interrupts`)
         self.configs: dict[str, RunConfig] = {}  # trial id -> its run config, built once
+        self.invalid: dict[str, str] = {}  # trial id -> why its sampled parameters make no run config
         self.rows: dict[str, dict] = {}
         self.final: set[str] = set()
         self.history: dict[str, list[dict]] = {}
         self.opened: set[str] = set()  # trials whose MLflow run this driver session has opened
         self.tracker: Tracker | None = None
         self.console: SearchConsole | None = None
+        self.study: optuna.Study | None = None
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k in ("spec", "results", "uri", "parent", "show")}
@@ -145,7 +167,8 @@ class SearchRecorder(tune.Callback):
     def setup(self, **info) -> None:
         self.rows = {r["trial_id"]: r for r in R.read_trials(self.results)}
         # finished before a kill but after Tune last saved its state: Tune re-runs them; keep our record
-        self.final = {t for t, r in self.rows.items() if r["stop_reason"] != R.RUNNING}
+        self.final = {t for t, r in self.rows.items() if r["stop_reason"] not in (R.RUNNING, R.INTERRUPTED)}
+        self.study = load_study(self.results, self.spec.name)
         self.tracker = Tracker(self.uri, self.spec.tracking["experiment"], self.parent)
         if self.resumed:
             self.tracker.reopen()
@@ -186,6 +209,8 @@ class SearchRecorder(tune.Callback):
             row = self.rows.pop(trial_id)                          # then killed: Tune re-proposed it
             if row.get("mlflow_run_id"):
                 self.tracker.discard(row["mlflow_run_id"])
+            if row.get("trial_dir"):
+                shutil.rmtree(row["trial_dir"], ignore_errors=True)
         for trial in trials:  # ended before a kill, after the last row update: no hook ran on resume
             row = self.rows.get(trial.trial_id)
             if row and row["stop_reason"] == R.RUNNING and trial.status in ("TERMINATED", "ERROR"):
@@ -193,6 +218,8 @@ class SearchRecorder(tune.Callback):
                     row["epochs_run"] = int(trial.last_result["epoch"])
                 if trial.status == "ERROR":
                     self.on_trial_error(0, trials, trial)
+                elif self.interrupted and int(row["epochs_run"] or 0) < self.spec.max_epochs:
+                    self._interrupt(trial)  # stopped by Tune's graceful shutdown, not by a decision
                 else:
                     self._finish(trial, None)
         rows = list(self.rows.values())
@@ -205,44 +232,107 @@ class SearchRecorder(tune.Callback):
             if trial is not None:
                 best_yaml = self.results / R.BEST_FILE
                 self._config(trial).to_yaml(best_yaml)
-        self.tracker.end_search(best, best_yaml, self.results / R.TRIALS_FILE)
+        self.tracker.end_search(best, best_yaml, self.results / R.TRIALS_FILE, interrupted=bool(self.interrupted))
         self.console.stop(rows)
 
     # ------------------------------------------------------------------ helpers
-    def _config(self, trial) -> RunConfig:
-        """The trial's run config (base + sampled parameters), built once per trial."""
-        if trial.trial_id not in self.configs:
-            self.configs[trial.trial_id] = self.spec.run_config(trial.config)
-        return self.configs[trial.trial_id]
+    def _config(self, trial) -> RunConfig | None:
+        """The trial's run config (base + sampled parameters), built once per trial; None when the
+        sampled values cannot coexist (the reason is kept in ``self.invalid``)."""
+        tid = trial.trial_id
+        if tid not in self.configs and tid not in self.invalid:
+            try:
+                self.configs[tid] = self.spec.run_config(trial.config)
+            except ConfigError as exc:
+                self.invalid[tid] = str(exc)
+        return self.configs.get(tid)
 
     def _row(self, trial) -> dict:
         row = self.rows.get(trial.trial_id)
+        cfg = self._config(trial)
+        flat = cfg.flat() if cfg is not None else {k: v for k, v in trial.config.items() if k != BASE_KEY}
         if row is None:
-            cfg = self._config(trial)
             row = {"trial_id": trial.trial_id, "trial_name": str(trial), "status": "RUNNING",
                    "stop_reason": R.RUNNING, "reason": "", "epochs_run": 0, "max_epochs": self.spec.max_epochs,
-                   "time_total_s": 0.0, "trial_dir": trial.path,
-                   **{f"config.{k}": v for k, v in cfg.flat().items()}}
+                   "time_total_s": 0.0, "trial_dir": trial.path, **{f"config.{k}": v for k, v in flat.items()}}
             self.rows[trial.trial_id] = row
         if trial.trial_id not in self.opened:  # once per driver session (re-opened after a resume)
-            row["mlflow_run_id"] = self.tracker.trial_run(trial.trial_id, str(trial), self._config(trial))
+            row["mlflow_run_id"] = self.tracker.trial_run(trial.trial_id, str(trial), flat)
+            self._optuna_attr(trial.trial_id, MLFLOW_ATTR, row["mlflow_run_id"])
             self.opened.add(trial.trial_id)
         return row
+
+    def _optuna_attr(self, trial_id: str, key: str, value) -> None:
+        """Set a user attribute on the RUNNING Optuna trial of Tune trial ``trial_id``."""
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get(TUNE_ATTR) == trial_id:
+                self.study._storage.set_trial_user_attr(t._trial_id, key, value)
 
     def _finish(self, trial, error_text: str | None) -> None:
         if trial.trial_id in self.final:
             return
         row = self._row(trial)
-        reason, detail = R.stop_reason(int(row["epochs_run"] or 0), self.spec.max_epochs, error_text)
+        if trial.trial_id in self.invalid:
+            reason, detail = R.INVALID, self.invalid[trial.trial_id]
+        else:
+            reason, detail = R.stop_reason(int(row["epochs_run"] or 0), self.spec.max_epochs, error_text)
         row.update(status="ERROR" if error_text else "TERMINATED", stop_reason=reason, reason=detail)
         self.tracker.end_trial(row["mlflow_run_id"], reason, detail, self._config(trial),
                                self.history.get(trial.trial_id, []))
+        self._save(finished=row)
+
+    def _interrupt(self, trial) -> None:
+        """A trial stopped by Ctrl-C / SIGTERM: ``interrupted`` in trials.csv and MLflow (run KILLED),
+        its epoch in Optuna (still RUNNING there); ``resume`` continues it from its checkpoint."""
+        row = self._row(trial)
+        epochs = int(row["epochs_run"] or 0)
+        detail = (f"interrupted ({self.interrupted}) after {epochs} of {self.spec.max_epochs} epochs; "
+                  f"continue with: eqsearch resume {self.results}")
+        row.update(status="INTERRUPTED", stop_reason=R.INTERRUPTED, reason=detail)
+        self.tracker.end_trial(row["mlflow_run_id"], R.INTERRUPTED, detail, self._config(trial), [])
+        self._optuna_attr(trial.trial_id, INTERRUPTED_ATTR, epochs)
         self._save(finished=row)
 
     def _save(self, finished: dict | None = None) -> None:
         rows = list(self.rows.values())
         R.write_trials(self.results, rows)
         self.console.update(rows, finished)
+
+
+# ---------------------------------------------------------------------- interrupts
+class Interrupts:
+    """Ctrl-C (SIGINT) and SIGTERM end a search cleanly: the first one is recorded on the
+    recorder and passed to Tune's graceful stop (its SIGUSR1 handler: running trials stop, the
+    experiment state is saved, ``on_experiment_end`` records them as interrupted); a second one
+    stops at once (KeyboardInterrupt). Tune's own SIGINT handler is switched off so that both
+    signals take this path. Installed around ``fit()`` only, and only in the main thread."""
+
+    def __init__(self, recorder: SearchRecorder, notify):
+        self.recorder, self.notify = recorder, notify
+        self.saved: dict[int, object] = {}
+
+    def __enter__(self) -> "Interrupts":
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.recorder.interrupted:
+            raise KeyboardInterrupt
+        name = signal.Signals(signum).name
+        self.recorder.interrupted = name
+        self.notify(f"{name}: stopping the running trials and saving the search state "
+                    "(a second Ctrl-C stops at once)")
+        tune_stop = signal.getsignal(signal.SIGUSR1)
+        if not callable(tune_stop):  # fit() has not installed it yet
+            raise KeyboardInterrupt
+        tune_stop(signum, frame)
 
 
 # ---------------------------------------------------------------------- Ray
@@ -323,6 +413,7 @@ class SearchOutcome:
     best: dict | None
     mlflow_uri: str
     tune_path: Path
+    interrupted: str | None = None  # the signal that stopped the search (SIGINT, SIGTERM)
 
 
 def run_search(spec: SearchSpec, results: Path, *, address: str | None = None, dashboard: bool = True,
@@ -350,11 +441,12 @@ def run_search(spec: SearchSpec, results: Path, *, address: str | None = None, d
                                 "parent_run_id": parent, "tune_path": str(tune_path)})
         _announce(ray_session, uri, results, notify)
         recorder = SearchRecorder(spec, results, uri, parent, show)
-        _tuner(spec, results, recorder).fit()
+        with Interrupts(recorder, notify):
+            _tuner(spec, results, recorder).fit()
     finally:
         if ray_session.started_here:
             ray.shutdown()
-    return _outcome(spec, results, uri, tune_path)
+    return _outcome(spec, results, uri, tune_path, recorder.interrupted)
 
 
 def resume_search(results: Path, *, address: str | None = None, dashboard: bool = True, show: bool = True,
@@ -374,13 +466,17 @@ def resume_search(results: Path, *, address: str | None = None, dashboard: bool 
     try:
         check_resources(spec)
         _announce(ray_session, state["mlflow_uri"], results, notify)
+        # the param space comes from Tune's saved state: the base as the search started, even if
+        # this eqsearch has config fields more (their defaults fill in)
         tuner = tune.Tuner.restore(str(tune_path), trainable=_trainable(spec), resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False, param_space={BASE_KEY: spec.base})
-        tuner.fit()
+                                   resume_errored=False, restart_errored=False)
+        recorder = next(c for c in tuner._local_tuner.get_run_config().callbacks if isinstance(c, SearchRecorder))
+        with Interrupts(recorder, notify):
+            tuner.fit()
     finally:
         if ray_session.started_here:
             ray.shutdown()
-    return _outcome(spec, results, state["mlflow_uri"], tune_path)
+    return _outcome(spec, results, state["mlflow_uri"], tune_path, recorder.interrupted)
 
 
 def _announce(ray_session: RaySession, uri: str, results: Path, notify) -> None:
@@ -389,6 +485,7 @@ def _announce(ray_session: RaySession, uri: str, results: Path, notify) -> None:
     notify(f"MLflow: {uri}  (UI: eqsearch mlflow-ui {results})")
 
 
-def _outcome(spec: SearchSpec, results: Path, uri: str, tune_path: Path) -> SearchOutcome:
+def _outcome(spec: SearchSpec, results: Path, uri: str, tune_path: Path, interrupted: str | None) -> SearchOutcome:
     rows = R.read_trials(results)
-    return SearchOutcome(results, rows, R.best_row(rows, spec.search["metric"], spec.search["mode"]), uri, tune_path)
+    return SearchOutcome(results, rows, R.best_row(rows, spec.search["metric"], spec.search["mode"]), uri, tune_path,
+                         interrupted)

@@ -34,7 +34,11 @@ OPTUNA_DB = "optuna.db"
 TUNE_DIR = "tune"
 
 RUNNING, COMPLETED, ASHA_STOPPED, DIVERGED, ERRORED = "running", "completed", "asha_stopped", "diverged", "errored"
-STOP_REASONS = (RUNNING, COMPLETED, ASHA_STOPPED, DIVERGED, ERRORED)
+INTERRUPTED, INVALID = "interrupted", "invalid"
+STOP_REASONS = (RUNNING, COMPLETED, ASHA_STOPPED, DIVERGED, ERRORED, INTERRUPTED, INVALID)
+# interrupted: stopped by Ctrl-C / SIGTERM, continued by `eqsearch resume`; invalid: its sampled
+# parameters make no valid run config together (e.g. rule.T2 > rule.T1 under BPTT)
+FAILED = (DIVERGED, ERRORED, INVALID)  # ended without a usable result
 METRIC_COLUMNS = ("epoch", "train_acc", "train_loss", "test_acc", "test_loss", "best_test_acc", "epoch_seconds",
                   "residual_free", "residual_nudged", "lr")
 METRIC_PREFIXES = ("angle_", "gdu_", "test_", "train_", "lca_")  # the engine's further per-epoch metrics
@@ -49,6 +53,7 @@ def is_metric(name: str) -> bool:
 TRIAL_COLUMNS = ("trial_id", "trial_name", "status", "stop_reason", "reason", "epochs_run", "max_epochs",
                  *METRIC_COLUMNS, "time_total_s", "mlflow_run_id", "trial_dir")
 _DIVERGED = re.compile(r"DivergedError: (.+)")
+_INVALID = re.compile(r"ConfigError: (.+)")
 
 
 def stop_reason(epochs_run: int, max_epochs: int, error_text: str | None) -> tuple[str, str]:
@@ -57,6 +62,9 @@ def stop_reason(epochs_run: int, max_epochs: int, error_text: str | None) -> tup
         m = _DIVERGED.search(error_text)
         if m:
             return DIVERGED, m.group(1).strip()
+        m = _INVALID.search(error_text)
+        if m:
+            return INVALID, m.group(1).strip()
         last = [ln for ln in error_text.strip().splitlines() if ln.strip()]
         return ERRORED, (last[-1].strip() if last else "error")
     if epochs_run >= max_epochs:
@@ -98,8 +106,12 @@ def write_state(results: str | Path, state: dict) -> None:
 
 
 def best_row(rows: list[dict], metric: str, mode: str) -> dict | None:
-    """The trial with the best last-reported ``metric`` (diverged and errored trials excluded)."""
-    scored = [r for r in rows if r.get(metric) not in (None, "") and r["stop_reason"] not in (DIVERGED, ERRORED)]
+    """The trial with the best last-reported ``metric`` among those that ran the full budget (as
+    Optuna's best trial, among its COMPLETE ones); while none has, among all that reported one
+    (failed trials excluded)."""
+    scored = [r for r in rows if r.get(metric) not in (None, "") and r["stop_reason"] not in FAILED]
+    complete = [r for r in scored if r["stop_reason"] == COMPLETED]
+    scored = complete or scored
     if not scored:
         return None
     key = lambda r: float(r[metric])  # noqa: E731

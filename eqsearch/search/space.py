@@ -25,7 +25,9 @@ sampled earlier in the file, or a base field) has one of the values.
 
 Validation happens before anything starts: every key is checked, every searched field must be a
 real config field, and the bounds and choices of each distribution must give a valid run config
-(so a bad value fails now, not in trial 37). Errors name the file, the key, the value and what
+(so a bad value fails now, not in trial 37). A rule between two searched fields (``rule.T2 <=
+rule.T1`` under BPTT) cannot be checked per field: a trial whose sampled pair breaks it ends as
+``invalid`` with the reason, and the search goes on. Errors name the file, the key, the value and what
 is allowed.
 """
 
@@ -305,13 +307,25 @@ def _parse_space(space, base: dict, where: str) -> list[Param]:
         later = [str(k) for k in space][len(params) + 1:]
         param = _parse_dist(str(key), dist, at, params, {k: v for k, v in flat.items() if k not in later})
         context = {ref: values[0] for ref, values in param.when}  # the condition holds when it exists
+        searched = {_KEY.match(str(k))["field"] for k in space} - {param.field}
         for value in _probe_values(param):
             try:
                 from_dict(base, overrides_from_params(base, {**context, param.key: value}))
             except ConfigError as exc:
+                if _error_field(exc) in searched:
+                    continue  # a rule between two searched fields: decided per trial (``invalid``)
                 raise SpecError(f"{at}: value {value!r} of {param.kind} is not a valid run config value: {exc}") from None
         params.append(param)
     return params
+
+
+_ERROR_FIELD = re.compile(r"(?:^|: )([A-Za-z_][\w.]*): got ")
+
+
+def _error_field(exc: ConfigError) -> str | None:
+    """The dotted field a :class:`ConfigError` names ("FIELD: got VALUE; allowed: ...")."""
+    m = _ERROR_FIELD.search(str(exc))
+    return m.group(1) if m else None
 
 
 def _parse_dist(key: str, dist, at: str, earlier: list[Param], flat: dict) -> Param:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from eqsearch.config import RunConfig
-from eqsearch.search.results import COMPLETED, MLFLOW_DB, RUNNING
+from eqsearch.search.results import ASHA_STOPPED, COMPLETED, INTERRUPTED, MLFLOW_DB, RUNNING
 
 TRIAL_TAG = "eqsearch.trial_id"
 GDU_METRICS = ("gdu_rel_error", "gdu_sign_error", "gdu_angle")
@@ -64,8 +64,9 @@ class Tracker:
             if trial_id:
                 self.runs[trial_id] = run.info.run_id
 
-    def trial_run(self, trial_id: str, trial_name: str, cfg: RunConfig) -> str:
-        """The trial's nested run, created on first use (with the run config as params)."""
+    def trial_run(self, trial_id: str, trial_name: str, params: dict) -> str:
+        """The trial's nested run, created on first use (``params``: the flat run config, or the
+        sampled parameters of a trial whose run config is invalid)."""
         if trial_id in self.runs:
             run_id = self.runs[trial_id]
             if self.client.get_run(run_id).info.status != "RUNNING":
@@ -75,7 +76,7 @@ class Tracker:
                                      tags={"mlflow.parentRunId": self.parent, TRIAL_TAG: trial_id,
                                            "eqsearch.stop_reason": RUNNING})
         run_id = run.info.run_id
-        self.client.log_batch(run_id, params=_params(cfg.flat()))
+        self.client.log_batch(run_id, params=_params(params))
         self.runs[trial_id] = run_id
         return run_id
 
@@ -87,23 +88,27 @@ class Tracker:
         batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if _is_number(v)]
         self.client.log_batch(run_id, metrics=batch)
 
-    def end_trial(self, run_id: str, reason: str, detail: str, cfg: RunConfig, history: list[dict]) -> None:
+    def end_trial(self, run_id: str, reason: str, detail: str, cfg: RunConfig | None, history: list[dict]) -> None:
+        """Tags and artifacts of a trial that ended; run status FINISHED (completed, ASHA-stopped),
+        KILLED (interrupted: ``resume`` reopens it) or FAILED. ``cfg``: None for an invalid one."""
         self.client.set_tag(run_id, "eqsearch.stop_reason", reason)
         self.client.set_tag(run_id, "eqsearch.reason", detail)
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg.to_yaml(Path(tmp) / "config.yaml")
-            self.client.log_artifact(run_id, str(Path(tmp) / "config.yaml"))
-            if any(GDU_METRICS[0] in m for m in history):
-                plot_gdu_history(history, Path(tmp) / "gdu.png")
-                self.client.log_artifact(run_id, str(Path(tmp) / "gdu.png"))
-        status = "FINISHED" if reason in (COMPLETED, "asha_stopped") else "FAILED"
+        if reason != INTERRUPTED and cfg is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                cfg.to_yaml(Path(tmp) / "config.yaml")
+                self.client.log_artifact(run_id, str(Path(tmp) / "config.yaml"))
+                if any(GDU_METRICS[0] in m for m in history):
+                    plot_gdu_history(history, Path(tmp) / "gdu.png")
+                    self.client.log_artifact(run_id, str(Path(tmp) / "gdu.png"))
+        status = {COMPLETED: "FINISHED", ASHA_STOPPED: "FINISHED", INTERRUPTED: "KILLED"}.get(reason, "FAILED")
         self.client.set_terminated(run_id, status)
 
     def discard(self, run_id: str) -> None:
         """Delete the run of a trial that is not part of the search (lost in a kill, re-run)."""
         self.client.delete_run(run_id)
 
-    def end_search(self, best: dict | None, best_yaml: Path | None, trials_csv: Path) -> None:
+    def end_search(self, best: dict | None, best_yaml: Path | None, trials_csv: Path, interrupted: bool) -> None:
+        """The parent run's best trial and artifacts; status KILLED when the search was interrupted."""
         if best is not None:
             self.client.set_tag(self.parent, "eqsearch.best_trial", best["trial_id"])
         for path in (best_yaml, trials_csv):
@@ -113,7 +118,8 @@ class Tracker:
                                            max_results=10000):
             if run.info.status == "RUNNING":  # a trial still running when the search ended
                 self.client.set_terminated(run.info.run_id, "KILLED")
-        self.client.set_terminated(self.parent, "FINISHED")
+        self.client.set_tag(self.parent, "eqsearch.interrupted", str(interrupted).lower())
+        self.client.set_terminated(self.parent, "KILLED" if interrupted else "FINISHED")
 
 
 def plot_gdu_history(history: list[dict], path: Path) -> None:

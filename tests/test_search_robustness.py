@@ -1,0 +1,194 @@
+"""A search survives what users do to it (real Ray, Optuna, MLflow, the CLI in a subprocess):
+Ctrl-C then resume, two SIGKILLs then resume, parameter pairs that cannot coexist, a search
+whose every trial fails. After each, every store (trials.csv, Tune's folders, the Optuna study,
+MLflow, best.yaml, the per-trial curves) tells the same story."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+ray = pytest.importorskip("ray")
+from optuna.trial import TrialState  # noqa: E402
+
+from eqsearch.config import load_config  # noqa: E402
+from eqsearch.search import results as R  # noqa: E402
+from eqsearch.search.space import spec_from_tree  # noqa: E402
+from tests.test_search_integration import kill_processes_using, ray_session, run_cli, small_quickstart  # noqa: E402,F401
+
+OPTUNA_STATE = {R.COMPLETED: TrialState.COMPLETE, R.ASHA_STOPPED: TrialState.PRUNED, R.DIVERGED: TrialState.FAIL,
+                R.ERRORED: TrialState.FAIL, R.INVALID: TrialState.FAIL}
+MLFLOW_STATUS = {R.COMPLETED: "FINISHED", R.ASHA_STOPPED: "FINISHED", R.DIVERGED: "FAILED", R.ERRORED: "FAILED",
+                 R.INVALID: "FAILED"}
+
+
+def assert_stores_agree(results: Path, name: str, num_samples: int, experiment: str | None = None) -> list[dict]:
+    """Exactly ``num_samples`` trials in every store, none running, the same stop reason and
+    the same best trial everywhere, each curve complete from epoch 1."""
+    import mlflow
+
+    from eqsearch.search.driver import load_study
+
+    rows = R.read_trials(results)
+    by_id = {r["trial_id"]: r for r in rows}
+    assert len(rows) == num_samples == len(by_id), [r["trial_name"] for r in rows]
+    assert all(r["stop_reason"] in OPTUNA_STATE for r in rows), [(r["trial_name"], r["stop_reason"]) for r in rows]
+    # Tune: one folder per trial, each with the full curve of the epochs it ran
+    folders = sorted(p.name for p in (results / R.TUNE_DIR / name).iterdir() if p.is_dir())
+    assert folders == sorted(r["trial_name"] for r in rows)
+    for r in rows:
+        path = results / R.TUNE_DIR / name / r["trial_name"] / "metrics.csv"
+        epochs = [int(float(m["epoch"])) for m in csv.DictReader(path.open())] if path.exists() else []
+        assert epochs == list(range(1, int(r["epochs_run"]) + 1)), (r["trial_name"], epochs)
+    # Optuna: one trial per Tune trial, in the matching state
+    study = load_study(results, name)
+    assert len(study.trials) == num_samples
+    for t in study.trials:
+        row = by_id[t.user_attrs["tune_trial_id"]]
+        assert t.state == OPTUNA_STATE[row["stop_reason"]], (row["trial_name"], t.state, row["stop_reason"])
+        assert t.user_attrs["mlflow_run_id"] == row["mlflow_run_id"]
+    # MLflow: one finished run per trial with the same stop reason
+    mlflow.set_tracking_uri(R.read_state(results)["mlflow_uri"])
+    runs = mlflow.search_runs(experiment_names=[experiment or name])
+    children = runs[runs["tags.mlflow.parentRunId"].notna()].set_index("tags.eqsearch.trial_id")
+    assert sorted(children.index) == sorted(by_id)
+    for tid, run in children.iterrows():
+        assert run["tags.eqsearch.stop_reason"] == by_id[tid]["stop_reason"]
+        assert run["status"] == MLFLOW_STATUS[by_id[tid]["stop_reason"]]
+        assert run["run_id"] == by_id[tid]["mlflow_run_id"]
+    # the same best trial in trials.csv, best.yaml, MLflow's parent and Optuna
+    spec = yaml.safe_load((results / R.SPACE_FILE).read_text())["search"]
+    best = R.best_row(rows, spec["metric"], spec["mode"])
+    if best is not None:
+        parent = runs[runs["tags.mlflow.parentRunId"].isna()].iloc[0]
+        assert parent["tags.eqsearch.best_trial"] == best["trial_id"] and parent["status"] == "FINISHED"
+        assert study.best_trial.user_attrs["tune_trial_id"] == best["trial_id"]
+        best_cfg = load_config(results / R.BEST_FILE).flat()
+        assert {f"config.{k}": "" if v is None else str(v) for k, v in best_cfg.items()} == \
+            {k: v for k, v in best.items() if k.startswith("config.")}
+    return rows
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        assert proc.poll() is None, f"search ended before {what}:\n" + proc.stdout.read()
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def finished(results: Path) -> list[dict]:
+    return [r for r in R.read_trials(results) if r["stop_reason"] != R.RUNNING]
+
+
+def started_epoch(results: Path) -> bool:
+    """Some trial is running and has finished an epoch (so that an interrupt cuts it mid-way)."""
+    return any(r["stop_reason"] == R.RUNNING and int(r["epochs_run"] or 0) >= 1 for r in R.read_trials(results))
+
+
+@pytest.fixture
+def cli_space(tmp_path):
+    space = tmp_path / "space.yaml"
+    tree = small_quickstart(num_samples=6)
+    tree["base"]["train"]["epochs"] = 3
+    tree["base"]["data"]["max_batches"] = 30
+    space.write_text(yaml.safe_dump(tree))
+    ray_tmp = tempfile.mkdtemp(prefix="eqs-rt-", dir="/tmp")
+    yield space, tmp_path / "results", ray_tmp
+    kill_processes_using(ray_tmp)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_ctrl_c_records_interrupted_trials_and_resume_brings_every_store_in_step(cli_space):
+    space, results, ray_tmp = cli_space
+    proc = run_cli("search", str(space), "--results", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
+    wait_for(lambda: len(finished(results)) >= 1 and started_epoch(results), proc, 240, "a trial mid-way")
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert f"eqsearch resume {results}" in out
+    rows = R.read_trials(results)
+    stopped = [r for r in rows if r["stop_reason"] == R.INTERRUPTED]
+    assert stopped and all("interrupted (SIGINT) after" in r["reason"] for r in stopped)
+    assert all(r["stop_reason"] != R.RUNNING for r in rows)
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{results / R.MLFLOW_DB}")
+    runs = mlflow.search_runs(experiment_names=["quickstart"]).set_index("tags.eqsearch.trial_id")
+    for r in stopped:
+        assert runs.loc[r["trial_id"], "status"] == "KILLED"
+        assert runs.loc[r["trial_id"], "tags.eqsearch.stop_reason"] == R.INTERRUPTED
+
+    res = run_cli("resume", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
+    out, _ = res.communicate(timeout=300)
+    assert res.returncode == 0, out
+    after = {r["trial_id"]: r for r in assert_stores_agree(results, "quickstart", 6)}
+    for r in stopped:  # continued from where they were, not restarted
+        assert int(after[r["trial_id"]]["epochs_run"]) >= int(r["epochs_run"])
+
+
+def test_two_kills_in_a_row_then_resume_leave_exact_counts_everywhere(cli_space):
+    space, results, ray_tmp = cli_space
+    proc = run_cli("search", str(space), "--results", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
+    wait_for(lambda: len(finished(results)) >= 1, proc, 240, "a first finished trial")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kill_processes_using(ray_tmp)
+    done_before = len(finished(results))
+    proc = run_cli("resume", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
+    wait_for(lambda: len(finished(results)) > done_before, proc, 240, "another finished trial")
+    time.sleep(1.0)  # a trial may start after Tune's last state save: the orphan case
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kill_processes_using(ray_tmp)
+    res = run_cli("resume", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
+    out, _ = res.communicate(timeout=300)
+    assert res.returncode == 0, out
+    assert_stores_agree(results, "quickstart", 6)
+
+
+def test_bptt_with_searched_T1_and_T2_ends_impossible_pairs_as_invalid(ray_session, tmp_path):
+    """T2 > T1 cannot run under BPTT: those trials end as ``invalid`` with the reason, Optuna
+    records them as FAIL, and the search runs all its trials."""
+    from eqsearch.search.driver import run_search
+
+    tree = small_quickstart(num_samples=8, seed=2)
+    tree["name"] = "bptt-t1t2"
+    tree["base"]["rule"] = {"alg": "bptt"}
+    tree["base"]["train"]["epochs"] = 2
+    tree["space"] = {"rule.T1": {"int": [4, 12]}, "rule.T2": {"int": [2, 12]}}
+    tree["scheduler"] = None
+    outcome = run_search(spec_from_tree(tree, "bptt.yaml"), tmp_path / "results", show=False, notify=lambda m: None)
+    rows = assert_stores_agree(outcome.results, "bptt-t1t2", 8, experiment="quickstart")
+    pairs = [(int(r["config.rule.T1"]), int(r["config.rule.T2"])) for r in rows]
+    invalid = [r for r in rows if r["stop_reason"] == R.INVALID]
+    assert invalid and len(invalid) == sum(t2 > t1 for t1, t2 in pairs)
+    assert all("rule.T2: got" in r["reason"] and "<= rule.T1" in r["reason"] for r in invalid)
+    assert all(r["stop_reason"] == R.COMPLETED for r in rows if r not in invalid)
+
+
+def test_a_search_whose_every_trial_fails_exits_non_zero(cli_space):
+    space, results, ray_tmp = cli_space
+    tree = yaml.safe_load(space.read_text())
+    tree["base"]["model"] = {"loss": "cel", "act": "tanh"}
+    tree["space"] = {"optim.lrs[0]": {"loguniform": [1e37, 1e38]}, "optim.lrs[1]": {"loguniform": [1e37, 1e38]}}
+    tree["search"]["num_samples"] = 2
+    space.write_text(yaml.safe_dump(tree))
+    proc = run_cli("search", str(space), "--results", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out
+    assert "every trial failed" in out
+    assert {r["stop_reason"] for r in R.read_trials(results)} == {R.DIVERGED}
