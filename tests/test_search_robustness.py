@@ -10,8 +10,10 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,8 @@ from optuna.trial import TrialState  # noqa: E402
 from eqsearch.config import load_config  # noqa: E402
 from eqsearch.search import results as R  # noqa: E402
 from eqsearch.search.space import spec_from_tree  # noqa: E402
-from tests.test_search_integration import kill_processes_using, ray_session, run_cli, small_quickstart  # noqa: E402,F401
+from tests.test_search_integration import (free_port, kill_processes_using, ray_session, run_cli,  # noqa: E402,F401
+                                           small_quickstart)
 
 OPTUNA_STATE = {R.COMPLETED: TrialState.COMPLETE, R.ASHA_STOPPED: TrialState.PRUNED, R.DIVERGED: TrialState.FAIL,
                 R.ERRORED: TrialState.FAIL, R.INVALID: TrialState.FAIL}
@@ -192,3 +195,94 @@ def test_a_search_whose_every_trial_fails_exits_non_zero(cli_space):
     assert proc.returncode == 1, out
     assert "every trial failed" in out
     assert {r["stop_reason"] for r in R.read_trials(results)} == {R.DIVERGED}
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 that a test can kill and start again (same port, same
+    store)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port, self.proc = folder, free_port(), None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        exe = Path(sys.executable).with_name("mlflow")
+        self.proc = subprocess.Popen([str(exe), "server", "--backend-store-uri", f"sqlite:///{self.folder}/server.db",
+                                      "--artifacts-destination", str(self.folder / "artifacts"), "--host",
+                                      "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=2)
+                return
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    self.kill()
+                    pytest.fail("mlflow server did not start")
+                time.sleep(0.5)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def test_an_mlflow_outage_does_not_stop_the_search_and_mlflow_catches_up(cli_space, tmp_path):
+    space, results, ray_tmp = cli_space
+    server = MlflowServer(tmp_path)
+    server.start()
+    try:
+        proc = run_cli("search", str(space), "--results", str(results), "--no-dashboard", "--quiet",
+                       "--mlflow-uri", server.url, ray_tmp=ray_tmp)
+        wait_for(lambda: len(finished(results)) >= 1, proc, 240, "a first finished trial")
+        server.kill()
+        down = len(finished(results))
+        wait_for(lambda: len(finished(results)) > down, proc, 240, "a trial finished while MLflow is down")
+        server.start()
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out
+        assert out.count("failed to") == 1, out  # the outage is reported once
+        if "still unreachable" in out:  # the search ended before MLflow was back: resume catches up
+            res = run_cli("resume", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
+            out, _ = res.communicate(timeout=300)
+            assert res.returncode == 0, out
+        assert "MLflow caught up from trials.csv and the trial folders" in out, out
+        rows = R.read_trials(results)
+        assert len(rows) == 6 and all(r["mlflow_run_id"] for r in rows), out
+        import mlflow
+
+        client = mlflow.MlflowClient(server.url)
+        for r in rows:
+            run = client.get_run(r["mlflow_run_id"])
+            assert run.data.tags["eqsearch.stop_reason"] == r["stop_reason"] and run.info.status == "FINISHED"
+            steps = sorted(int(m.step) for m in client.get_metric_history(r["mlflow_run_id"], "test_acc"))
+            assert steps == list(range(1, int(r["epochs_run"]) + 1)), (r["trial_name"], steps)
+    finally:
+        server.kill()
+
+
+def test_an_unreachable_mlflow_uri_fails_in_seconds_before_anything_starts(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    t0 = time.time()
+    r = subprocess.run([str(Path(sys.executable).with_name("eqsearch")), "search", "quickstart", "--results",
+                        str(tmp_path / "res"), "--mlflow-uri", url, "--no-dashboard"], capture_output=True, text=True)
+    assert time.time() - t0 < 15
+    assert r.returncode == 2 and f"tracking.mlflow_uri: '{url}' did not answer within 5 s" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "res").exists()
+
+
+def test_no_ray_process_of_a_killed_driver_outlives_it(cli_space):
+    from eqsearch.search.reaper import descendants
+
+    space, results, ray_tmp = cli_space
+    proc = run_cli("search", str(space), "--results", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
+    wait_for(lambda: started_epoch(results), proc, 240, "a running trial")
+    spawned = descendants(proc.pid)
+    assert len(spawned) >= 4  # raylet, GCS, agents, workers
+    os.kill(proc.pid, signal.SIGKILL)  # the driver alone, as `kill -9 PID` does
+    proc.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline and [p for p in spawned if Path(f"/proc/{p}").exists()]:
+        time.sleep(1)
+    assert not [p for p in spawned if Path(f"/proc/{p}").exists()]

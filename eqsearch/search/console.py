@@ -45,6 +45,10 @@ class SearchConsole:
             self.live = None
 
     # ------------------------------------------------------------------ updates
+    def note(self, text: str) -> None:
+        """A message the user must see (a tracking outage, an interrupt), even with --quiet."""
+        self.console.print(text, highlight=False, soft_wrap=True)
+
     def update(self, rows: list[dict], finished: dict | None = None) -> None:
         """Redraw with the current trial rows; ``finished``: the row of a trial that just ended."""
         if not self.enabled:

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -38,11 +39,13 @@ from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from eqsearch.config import RunConfig  # noqa: E402
 from eqsearch.errors import ConfigError  # noqa: E402
+from eqsearch.search import reaper  # noqa: E402
 from eqsearch.search import results as R  # noqa: E402
 from eqsearch.search.console import SearchConsole  # noqa: E402
 from eqsearch.errors import SpecError  # noqa: E402
 from eqsearch.search.space import SearchSpec, load_spec  # noqa: E402
-from eqsearch.search.tracking import Tracker, store_uri  # noqa: E402
+from eqsearch.search.tracking import REACH_TIMEOUT_S, Tracker, check_reachable, store_uri  # noqa: E402
+from eqsearch.training import read_metrics  # noqa: E402
 from trainables import get_trainable  # noqa: E402
 from trainables.common import BASE_KEY  # noqa: E402
 
@@ -169,12 +172,13 @@ class SearchRecorder(tune.Callback):
         # finished before a kill but after Tune last saved its state: Tune re-runs them; keep our record
         self.final = {t for t, r in self.rows.items() if r["stop_reason"] not in (R.RUNNING, R.INTERRUPTED)}
         self.study = load_study(self.results, self.spec.name)
-        self.tracker = Tracker(self.uri, self.spec.tracking["experiment"], self.parent)
-        if self.resumed:
-            self.tracker.reopen()
         s = self.spec.search
         self.console = SearchConsole(self.spec.name, s["metric"], s["mode"], s["num_samples"], self.spec.max_epochs,
                                      s["max_concurrent"], enabled=self.show)
+        self.tracker = Tracker(self.uri, self.spec.tracking["experiment"], self.parent, notify=self.console.note)
+        if self.resumed:
+            self.tracker.reopen()
+            self.tracker.missed = True  # an outage before the kill or interrupt: catch up at the end
         self.console.start()
 
     # ------------------------------------------------------------------ Tune hooks
@@ -194,6 +198,7 @@ class SearchRecorder(tune.Callback):
         row["time_total_s"] = round(float(row.get("time_total_s") or 0) + float(metrics["epoch_seconds"]), 3)
         self.history.setdefault(trial.trial_id, []).append(metrics)
         self.tracker.log_epoch(row["mlflow_run_id"], metrics)
+        self._catch_up()
         self._save()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -224,6 +229,7 @@ class SearchRecorder(tune.Callback):
                     self._finish(trial, None)
         rows = list(self.rows.values())
         R.write_trials(self.results, rows)
+        self._catch_up(last_chance=True)
         s = self.spec.search
         best = R.best_row(rows, s["metric"], s["mode"])
         best_yaml = None
@@ -233,6 +239,9 @@ class SearchRecorder(tune.Callback):
                 best_yaml = self.results / R.BEST_FILE
                 self._config(trial).to_yaml(best_yaml)
         self.tracker.end_search(best, best_yaml, self.results / R.TRIALS_FILE, interrupted=bool(self.interrupted))
+        if self.tracker.missed:
+            self.console.note(f"MLflow at {self.uri} is still unreachable: trials.csv and Tune hold every result; "
+                              f"`eqsearch resume {self.results}` logs what MLflow missed once it is back")
         self.console.stop(rows)
 
     # ------------------------------------------------------------------ helpers
@@ -258,9 +267,30 @@ class SearchRecorder(tune.Callback):
             self.rows[trial.trial_id] = row
         if trial.trial_id not in self.opened:  # once per driver session (re-opened after a resume)
             row["mlflow_run_id"] = self.tracker.trial_run(trial.trial_id, str(trial), flat)
-            self._optuna_attr(trial.trial_id, MLFLOW_ATTR, row["mlflow_run_id"])
+            if row["mlflow_run_id"]:  # "" while MLflow is down: _catch_up opens it later
+                self._optuna_attr(trial.trial_id, MLFLOW_ATTR, row["mlflow_run_id"])
             self.opened.add(trial.trial_id)
         return row
+
+    def _catch_up(self, last_chance: bool = False) -> None:
+        """After an MLflow outage, once it answers (or, with ``last_chance``, one more try at the
+        end of the search): log what it missed from the durable records (:meth:`Tracker.sync`)."""
+        if not self.tracker.missed or not (self.tracker.online or last_chance):
+            return
+        if last_chance:
+            self.tracker.retry_now()
+        if self.tracker.sync(list(self.rows.values()), self._history_of):
+            for row in self.rows.values():
+                if row["stop_reason"] == R.RUNNING and row["mlflow_run_id"]:
+                    self._optuna_attr(row["trial_id"], MLFLOW_ATTR, row["mlflow_run_id"])
+            R.write_trials(self.results, list(self.rows.values()))
+
+    def _history_of(self, row: dict) -> list[dict]:
+        """Every epoch of a trial: its metrics.csv in the Tune folder, completed by what this
+        driver received (Tune syncs the folder with each checkpoint)."""
+        epochs = {int(m["epoch"]): m for m in read_metrics(row["trial_dir"])} if row.get("trial_dir") else {}
+        epochs.update({int(m["epoch"]): m for m in self.history.get(row["trial_id"], [])})
+        return [epochs[e] for e in sorted(epochs)]
 
     def _optuna_attr(self, trial_id: str, key: str, value) -> None:
         """Set a user attribute on the RUNNING Optuna trial of Tune trial ``trial_id``."""
@@ -279,6 +309,7 @@ class SearchRecorder(tune.Callback):
         row.update(status="ERROR" if error_text else "TERMINATED", stop_reason=reason, reason=detail)
         self.tracker.end_trial(row["mlflow_run_id"], reason, detail, self._config(trial),
                                self.history.get(trial.trial_id, []))
+        self._catch_up()
         self._save(finished=row)
 
     def _interrupt(self, trial) -> None:
@@ -340,20 +371,30 @@ class Interrupts:
 class RaySession:
     started_here: bool
     dashboard_url: str | None
+    watchdog: object = None  # the reaper of a local Ray started here (:mod:`eqsearch.search.reaper`)
+
+    def end(self) -> None:
+        """Shut down the Ray this driver started (and let its watchdog reap what lingers)."""
+        if self.started_here:
+            ray.shutdown()
+            reaper.stop(self.watchdog)
 
 
 def start_ray(address: str | None, dashboard: bool, num_cpus: int | None = None) -> RaySession:
-    """Join ``address`` or start a private local Ray (reusing one already initialized here)."""
+    """Join ``address`` or start a private local Ray (reusing one already initialized here),
+    watched by a reaper that ends its processes if this driver dies."""
     if ray.is_initialized():
         return RaySession(False, None)
     common = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
     if address:
         ctx = ray.init(address=address, **common)
+        watchdog = None
     else:
+        watchdog = reaper.start()
         ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
                        dashboard_host="127.0.0.1", **common)
     url = ctx.dashboard_url
-    return RaySession(True, f"http://{url}" if url and not url.startswith("http") else url)
+    return RaySession(True, f"http://{url}" if url and not url.startswith("http") else url, watchdog)
 
 
 def check_resources(spec: SearchSpec) -> None:
@@ -418,20 +459,29 @@ class SearchOutcome:
 
 def run_search(spec: SearchSpec, results: Path, *, address: str | None = None, dashboard: bool = True,
                show: bool = True, num_cpus: int | None = None, notify=print) -> SearchOutcome:
-    """Run a new search into the folder ``results`` (see :mod:`eqsearch.search.results`)."""
+    """Run a new search into the folder ``results`` (see :mod:`eqsearch.search.results`).
+
+    Everything that can be checked before Ray starts is (the tracking server, the cluster's
+    address, this machine's CPUs and GPUs for a local Ray); a search that fails before its
+    first trial leaves no results folder behind."""
     quiet()
     results = Path(results).resolve()
     if (results / R.STATE_FILE).exists():
         raise SpecError(f"{results}: already holds a search; allowed: a new --results folder, "
                         f"or `eqsearch resume {results}`")
+    check_reachable(spec.tracking["mlflow_uri"] or "")
+    preflight(spec, address, num_cpus)
+    created = not results.exists()
     results.mkdir(parents=True, exist_ok=True)
+    started = False
     uri = store_uri(results, spec.tracking["mlflow_uri"])
-    with ThreadPoolExecutor(1) as pool:  # a new SQLite store migrates for seconds: overlap it with ray.init
-        opening = pool.submit(Tracker, uri, spec.tracking["experiment"])
-        ray_session = start_ray(address, dashboard, num_cpus)
-        tracker = opening.result()
-    quiet()  # again: ray.init configures its loggers
+    ray_session = RaySession(False, None)
     try:
+        with ThreadPoolExecutor(1) as pool:  # a new SQLite store migrates for seconds: overlap it with ray.init
+            opening = pool.submit(Tracker, uri, spec.tracking["experiment"])
+            ray_session = start_ray(address, dashboard, num_cpus)
+            tracker = opening.result()
+        quiet()  # again: ray.init configures its loggers
         check_resources(spec)
         spec.to_yaml(results / R.SPACE_FILE)
         parent = tracker.start_search(spec.name, {**spec.search, **spec.resources, "trainable": spec.trainable},
@@ -439,14 +489,43 @@ def run_search(spec: SearchSpec, results: Path, *, address: str | None = None, d
         tune_path = results / R.TUNE_DIR / spec.name
         R.write_state(results, {"name": spec.name, "mlflow_uri": uri, "experiment": spec.tracking["experiment"],
                                 "parent_run_id": parent, "tune_path": str(tune_path)})
+        started = True
         _announce(ray_session, uri, results, notify)
         recorder = SearchRecorder(spec, results, uri, parent, show)
         with Interrupts(recorder, notify):
             _tuner(spec, results, recorder).fit()
     finally:
-        if ray_session.started_here:
-            ray.shutdown()
+        ray_session.end()
+        if not started and created:
+            shutil.rmtree(results, ignore_errors=True)
     return _outcome(spec, results, uri, tune_path, recorder.interrupted)
+
+
+def preflight(spec: SearchSpec, address: str | None, num_cpus: int | None) -> None:
+    """Checks that need no Ray: a cluster ``address`` (host:port) answers within seconds; a
+    local Ray has the CPUs and GPUs one trial asks for (the cluster's own are checked once it
+    is joined, :func:`check_resources`)."""
+    if address and address not in ("auto", "local") and not address.startswith("ray://"):
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=REACH_TIMEOUT_S).close()
+        except (OSError, ValueError) as exc:
+            raise SpecError(f"--address: {address!r} did not answer within {REACH_TIMEOUT_S:g} s ({exc}); allowed: "
+                            "HOST:PORT of a running Ray head node (ray start --head), auto, or none for a "
+                            "local Ray") from None
+    if address:
+        return
+    cpus = num_cpus or os.cpu_count() or 1
+    if spec.resources["cpu"] > cpus:
+        raise SpecError(f"{spec.source}: resources.cpu: got {spec.resources['cpu']:g}; allowed: <= {cpus} "
+                        "(the CPUs of this machine, where the local Ray runs)")
+    if spec.resources["gpu"] > 0:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if spec.resources["gpu"] > gpus:
+            raise SpecError(f"{spec.source}: resources.gpu: got {spec.resources['gpu']:g}; allowed: <= {gpus} "
+                            f"(GPUs of this machine: {gpus}; use --gpus-per-trial 0 on a CPU machine)")
 
 
 def resume_search(results: Path, *, address: str | None = None, dashboard: bool = True, show: bool = True,
@@ -474,8 +553,7 @@ def resume_search(results: Path, *, address: str | None = None, dashboard: bool 
         with Interrupts(recorder, notify):
             tuner.fit()
     finally:
-        if ray_session.started_here:
-            ray.shutdown()
+        ray_session.end()
     return _outcome(spec, results, state["mlflow_uri"], tune_path, recorder.interrupted)
 
 

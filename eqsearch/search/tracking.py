@@ -10,15 +10,26 @@ their run (found again by ``eqsearch.trial_id``) instead of getting a duplicate.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Callable
 
 from eqsearch.config import RunConfig
+from eqsearch.errors import SpecError
 from eqsearch.search.results import ASHA_STOPPED, COMPLETED, INTERRUPTED, MLFLOW_DB, RUNNING
+
+# an unreachable server fails a call in seconds, not after minutes of retries with back-off
+for _k, _v in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}.items():
+    os.environ.setdefault(_k, _v)
 
 TRIAL_TAG = "eqsearch.trial_id"
 GDU_METRICS = ("gdu_rel_error", "gdu_sign_error", "gdu_angle")
+REACH_TIMEOUT_S = 5.0  # the start-up check of a tracking server
+RETRY_S = 15.0  # while MLflow is unreachable, try it again at most this often
 
 
 def quiet() -> None:
@@ -31,22 +42,85 @@ def store_uri(results: Path, uri: str | None) -> str:
     return uri or f"sqlite:///{(Path(results) / MLFLOW_DB).resolve()}"
 
 
-class Tracker:
-    """The MLflow side of one search."""
+def check_reachable(uri: str) -> None:
+    """For an ``http(s)://`` tracking server: raise :class:`SpecError` unless its ``/health``
+    answers within :data:`REACH_TIMEOUT_S` seconds (other stores are files)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACH_TIMEOUT_S)
+    except (OSError, urllib.error.URLError) as exc:
+        raise SpecError(f"tracking.mlflow_uri: {uri!r} did not answer within {REACH_TIMEOUT_S:g} s ({exc}); allowed: "
+                        "the URL of a running MLflow server, or no --mlflow-uri (a SQLite store in the results "
+                        "folder)") from None
 
-    def __init__(self, uri: str, experiment: str, parent_run_id: str | None = None):
+
+def status_of(reason: str) -> str:
+    """MLflow run status of a trial that ended: FINISHED (completed, ASHA-stopped), KILLED
+    (interrupted: ``resume`` reopens it) or FAILED."""
+    return {COMPLETED: "FINISHED", ASHA_STOPPED: "FINISHED", INTERRUPTED: "KILLED"}.get(reason, "FAILED")
+
+
+class Tracker:
+    """The MLflow side of one search, as a recorder that never stops the search.
+
+    Every call goes through :meth:`_call`: when MLflow fails (a server down), the tracker says
+    so once through ``notify``, goes offline and skips its calls, trying again every
+    :data:`RETRY_S` seconds; ``missed`` then tells the driver to :meth:`sync` from the
+    durable files (trials.csv and each trial's metrics.csv) once MLflow answers again.
+    """
+
+    def __init__(self, uri: str, experiment: str, parent_run_id: str | None = None,
+                 notify: Callable[[str], None] = print):
         import mlflow
         from mlflow.tracking import MlflowClient
 
         quiet()
-        self.uri, self.experiment = uri, experiment
+        self.uri, self.experiment, self.notify = uri, experiment, notify
         self.client = MlflowClient(uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
         self.parent = parent_run_id
         self.runs: dict[str, str] = {}
         self._mlflow = mlflow
+        self.online, self.missed, self._last_try = True, False, 0.0
+        self.experiment_id = None
+        self._call("open the experiment", self._open_experiment)
 
+    def _open_experiment(self) -> None:
+        exp = self.client.get_experiment_by_name(self.experiment)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment)
+
+    # ------------------------------------------------------------------ resilience
+    def _call(self, what: str, fn: Callable, *args, default=None, **kwargs):
+        """``fn(*args)``, or ``default`` when MLflow is (or just went) unreachable."""
+        if not self.online:
+            if time.monotonic() - self._last_try < RETRY_S:
+                self.missed = True
+                return default
+            self._last_try = time.monotonic()
+            try:
+                if self.experiment_id is None:
+                    self._open_experiment()
+                else:
+                    self.client.get_experiment(self.experiment_id)
+            except Exception:  # noqa: BLE001 - still down, whatever the transport says
+                self.missed = True
+                return default
+            self.online = True
+            self.notify(f"MLflow at {self.uri} is back: logging what it missed")
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - MLflow is a recorder: its failures must not stop training
+            self.online, self.missed, self._last_try = False, True, time.monotonic()
+            self.notify(f"MLflow at {self.uri} failed to {what} ({type(exc).__name__}: {str(exc)[:200]}); "
+                        "the search goes on, trials.csv and Tune keep every result, and what MLflow misses is "
+                        "logged once it is back (before the search ends, or at `eqsearch resume`)")
+            return default
+
+    def retry_now(self) -> None:
+        """Let the next call try MLflow again, however recently it failed."""
+        self._last_try = 0.0
+
+    # ------------------------------------------------------------------ the search
     def start_search(self, name: str, settings: dict, space_file: Path) -> str:
         """Create the parent run (in the driver, before any trial)."""
         run = self.client.create_run(self.experiment_id, run_name=name, tags={"eqsearch.search": name})
@@ -57,16 +131,23 @@ class Tracker:
 
     def reopen(self) -> None:
         """After a resume: mark the parent running again and map trials to their runs."""
+        self._call("reopen the search", self._reopen)
+
+    def _reopen(self) -> None:
         self.client.update_run(self.parent, status="RUNNING")
-        for run in self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent}'",
-                                           max_results=10000):
-            trial_id = run.data.tags.get(TRIAL_TAG)
-            if trial_id:
-                self.runs[trial_id] = run.info.run_id
+        self.runs.update(self._trial_runs())
+
+    def _trial_runs(self) -> dict[str, str]:
+        runs = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent}'",
+                                       max_results=10000)
+        return {r.data.tags[TRIAL_TAG]: r.info.run_id for r in runs if r.data.tags.get(TRIAL_TAG)}
 
     def trial_run(self, trial_id: str, trial_name: str, params: dict) -> str:
         """The trial's nested run, created on first use (``params``: the flat run config, or the
-        sampled parameters of a trial whose run config is invalid)."""
+        sampled parameters of a trial whose run config is invalid); "" while MLflow is down."""
+        return self._call("open a trial's run", self._trial_run, trial_id, trial_name, params, default="")
+
+    def _trial_run(self, trial_id: str, trial_name: str, params: dict) -> str:
         if trial_id in self.runs:
             run_id = self.runs[trial_id]
             if self.client.get_run(run_id).info.status != "RUNNING":
@@ -81,16 +162,28 @@ class Tracker:
         return run_id
 
     def log_epoch(self, run_id: str, metrics: dict) -> None:
+        if not run_id:  # opened while MLflow was down: sync() logs it
+            self.missed = True
+            return
+        self._call("log an epoch", self._log_epochs, run_id, [metrics])
+
+    def _log_epochs(self, run_id: str, history: list[dict]) -> None:
         from mlflow.entities import Metric
 
-        step = int(metrics["epoch"])
         ts = int(time.time() * 1000)  # when the driver learned of the epoch (MLflow wants ms since 1970)
-        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if _is_number(v)]
-        self.client.log_batch(run_id, metrics=batch)
+        batch = [Metric(k, float(v), ts, int(m["epoch"])) for m in history for k, v in m.items() if _is_number(v)]
+        for i in range(0, len(batch), 900):  # MLflow's batch limit is 1000 metrics
+            self.client.log_batch(run_id, metrics=batch[i:i + 900])
 
     def end_trial(self, run_id: str, reason: str, detail: str, cfg: RunConfig | None, history: list[dict]) -> None:
-        """Tags and artifacts of a trial that ended; run status FINISHED (completed, ASHA-stopped),
-        KILLED (interrupted: ``resume`` reopens it) or FAILED. ``cfg``: None for an invalid one."""
+        """Tags, artifacts and status (:func:`status_of`) of a trial that ended; ``cfg``: None for
+        an invalid one."""
+        if not run_id:
+            self.missed = True
+            return
+        self._call("end a trial's run", self._end_trial, run_id, reason, detail, cfg, history)
+
+    def _end_trial(self, run_id: str, reason: str, detail: str, cfg: RunConfig | None, history: list[dict]) -> None:
         self.client.set_tag(run_id, "eqsearch.stop_reason", reason)
         self.client.set_tag(run_id, "eqsearch.reason", detail)
         if reason != INTERRUPTED and cfg is not None:
@@ -100,15 +193,55 @@ class Tracker:
                 if any(GDU_METRICS[0] in m for m in history):
                     plot_gdu_history(history, Path(tmp) / "gdu.png")
                     self.client.log_artifact(run_id, str(Path(tmp) / "gdu.png"))
-        status = {COMPLETED: "FINISHED", ASHA_STOPPED: "FINISHED", INTERRUPTED: "KILLED"}.get(reason, "FAILED")
-        self.client.set_terminated(run_id, status)
+        self.client.set_terminated(run_id, status_of(reason))
 
     def discard(self, run_id: str) -> None:
         """Delete the run of a trial that is not part of the search (lost in a kill, re-run)."""
-        self.client.delete_run(run_id)
+        if run_id:
+            self._call("delete a lost trial's run", self.client.delete_run, run_id)
+
+    def sync(self, rows: list[dict], history_of: Callable[[dict], list[dict]]) -> bool:
+        """Bring MLflow in step with the durable records after an outage: every trial of ``rows``
+        (trials.csv) gets its run (created if it started while MLflow was down; its id written
+        into the row), the epochs of ``history_of(row)`` MLflow lacks, and its stop reason and
+        status. Returns whether MLflow took it all (else it stays ``missed``)."""
+        if not self.missed:
+            return True
+        self.missed = False
+        done = self._call("catch up", self._sync, rows, history_of, default=False)
+        return bool(done)
+
+    def _sync(self, rows: list[dict], history_of: Callable[[dict], list[dict]]) -> bool:
+        known = self._trial_runs()
+        created = epochs = 0
+        for row in rows:
+            tid = row["trial_id"]
+            run_id = row.get("mlflow_run_id") or known.get(tid)
+            if not run_id:
+                params = {k[len("config."):]: v for k, v in row.items() if k.startswith("config.")}
+                run_id = self._trial_run(tid, row["trial_name"], params)
+                created += 1
+            row["mlflow_run_id"] = self.runs[tid] = run_id
+            logged = self.client.get_metric_history(run_id, "epoch")
+            last = max((int(m.step) for m in logged), default=0)
+            missing = [m for m in history_of(row) if int(m["epoch"]) > last]
+            self._log_epochs(run_id, missing)
+            epochs += len(missing)
+            if row["stop_reason"] != RUNNING:
+                self.client.set_tag(run_id, "eqsearch.stop_reason", row["stop_reason"])
+                self.client.set_tag(run_id, "eqsearch.reason", row["reason"])
+                if self.client.get_run(run_id).info.status != status_of(row["stop_reason"]):
+                    self.client.set_terminated(run_id, status_of(row["stop_reason"]))
+        if created or epochs:
+            self.notify(f"MLflow caught up from trials.csv and the trial folders: {created} trial run(s) created, "
+                        f"{epochs} epoch(s) logged")
+        return True
 
     def end_search(self, best: dict | None, best_yaml: Path | None, trials_csv: Path, interrupted: bool) -> None:
         """The parent run's best trial and artifacts; status KILLED when the search was interrupted."""
+        self._call("end the search", self._end_search, best, best_yaml, trials_csv, interrupted)
+
+    def _end_search(self, best: dict | None, best_yaml: Path | None, trials_csv: Path, interrupted: bool) -> None:
         if best is not None:
             self.client.set_tag(self.parent, "eqsearch.best_trial", best["trial_id"])
         for path in (best_yaml, trials_csv):
