@@ -194,6 +194,7 @@ def test_a_search_whose_every_trial_fails_exits_non_zero(cli_space):
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, out
     assert "every trial failed" in out
+    assert "NaN or Inf" not in out  # TensorBoard's complaint about the diverged metrics
     assert {r["stop_reason"] for r in R.read_trials(results)} == {R.DIVERGED}
 
 
@@ -286,3 +287,13 @@ def test_no_ray_process_of_a_killed_driver_outlives_it(cli_space):
     while time.time() < deadline and [p for p in spawned if Path(f"/proc/{p}").exists()]:
         time.sleep(1)
     assert not [p for p in spawned if Path(f"/proc/{p}").exists()]
+
+
+def test_a_missing_data_root_fails_before_ray_starts(tmp_path):
+    t0 = time.time()
+    r = subprocess.run([str(Path(sys.executable).with_name("eqsearch")), "search", "quickstart", "--results",
+                        str(tmp_path / "res"), "--set", "data.dataset=mnist", "--set",
+                        f"data.root={tmp_path / 'nowhere'}", "--no-dashboard"], capture_output=True, text=True)
+    assert time.time() - t0 < 15
+    assert r.returncode == 2 and "data.dataset 'mnist': data.root:" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "res").exists()

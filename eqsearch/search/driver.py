@@ -27,6 +27,9 @@ for _k, _v in {"RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDU
                "TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S": "600",
                "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0", "TUNE_PRINT_ALL_TRIAL_ERRORS": "0",
                "TUNE_GLOBAL_CHECKPOINT_S": "2",  # save experiment state often: less to redo after a kill
+               # Tune's own loggers are added explicitly (JSON, CSV): its TensorBoard one prints
+               # "NaN or Inf found in input tensor." for every diverged trial's metrics
+               "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
                "RAY_USAGE_STATS_ENABLED": "0"}.items():
     os.environ.setdefault(_k, _v)
 
@@ -34,6 +37,7 @@ import optuna  # noqa: E402
 import ray  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 from ray import tune  # noqa: E402
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
@@ -438,7 +442,7 @@ def _tuner(spec: SearchSpec, results: Path, recorder: SearchRecorder) -> tune.Tu
                                     max_concurrent_trials=s["max_concurrent"], metric=s["metric"], mode=s["mode"],
                                     reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=spec.name, storage_path=str((results / R.TUNE_DIR).resolve()), verbose=0,
-                                  callbacks=[recorder],
+                                  callbacks=[recorder, JsonLoggerCallback(), CSVLoggerCallback()],
                                   # a reused actor's trial folder is its working directory, which
                                   # Tune copies to storage only with sync_artifacts
                                   sync_config=tune.SyncConfig(sync_artifacts=True),
@@ -501,10 +505,32 @@ def run_search(spec: SearchSpec, results: Path, *, address: str | None = None, d
     return _outcome(spec, results, uri, tune_path, recorder.interrupted)
 
 
+def check_data(spec: SearchSpec) -> None:
+    """Load every data set a trial of ``spec`` can reach (the base's, and each value of a
+    searched ``data.dataset`` or ``data.root``), so that a missing or unreadable one fails now,
+    in the driver, with the loader's message (:class:`DataError`), not in every trial."""
+    from eqsearch.data import load_dataset
+    from eqsearch.errors import DataError
+
+    choices = {p.field: list(p.args) for p in spec.params if p.field in ("data.dataset", "data.root")
+               and p.kind == "choice"}
+    base = spec.base_config.data
+    seen = set()
+    for dataset in choices.get("data.dataset", [base.dataset]):
+        for root in choices.get("data.root", [base.root]):
+            if (dataset, root) in seen:
+                continue
+            seen.add((dataset, root))
+            try:
+                load_dataset(spec.base_config.replace({"data.dataset": dataset, "data.root": root}).data)
+            except DataError as exc:
+                raise SpecError(f"{spec.source}: data.dataset {dataset!r}: {exc}") from None
+
+
 def preflight(spec: SearchSpec, address: str | None, num_cpus: int | None) -> None:
-    """Checks that need no Ray: a cluster ``address`` (host:port) answers within seconds; a
-    local Ray has the CPUs and GPUs one trial asks for (the cluster's own are checked once it
-    is joined, :func:`check_resources`)."""
+    """Checks that need no Ray: a cluster ``address`` (host:port) answers within seconds; every
+    data set the space can reach loads (:func:`check_data`); a local Ray has the CPUs and GPUs
+    one trial asks for (the cluster's own are checked once it is joined, :func:`check_resources`)."""
     if address and address not in ("auto", "local") and not address.startswith("ray://"):
         host, _, port = address.rpartition(":")
         try:
@@ -513,6 +539,7 @@ def preflight(spec: SearchSpec, address: str | None, num_cpus: int | None) -> No
             raise SpecError(f"--address: {address!r} did not answer within {REACH_TIMEOUT_S:g} s ({exc}); allowed: "
                             "HOST:PORT of a running Ray head node (ray start --head), auto, or none for a "
                             "local Ray") from None
+    check_data(spec)
     if address:
         return
     cpus = num_cpus or os.cpu_count() or 1
@@ -540,6 +567,7 @@ def resume_search(results: Path, *, address: str | None = None, dashboard: bool 
     if not tune.Tuner.can_restore(str(tune_path)):
         raise SpecError(f"{results}: the Tune experiment {tune_path} has no saved state yet; "
                         "allowed: a search that ran at least until its first trial started")
+    check_data(spec)
     ray_session = start_ray(address, dashboard, num_cpus)
     quiet()
     try:
