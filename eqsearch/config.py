@@ -33,7 +33,7 @@ __all__ = ["ConfigError", "DataConfig", "RuleConfig", "OptimConfig", "TrainConfi
            "load_config", "load_yaml", "field_names", "parse_assignment", "overrides_from_params",
            "resource_overrides", "SECTIONS"]
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic_cifar")
 ALGORITHMS = ("ep", "bptt", "cep")
 ESTIMATORS = ("one_sided", "random_sign", "symmetric")
 OPTIMIZERS = ("sgd", "adam", "adagrad")
@@ -51,6 +51,9 @@ class DataConfig:
     augment: bool = setting(False, help="CIFAR-10 flip + crop augmentation")
     normalize: str = setting("none", choices=("none", "mnist"),
                              help="none (pixels in [0, 1]) or mnist: (x − 0.1307) / 0.3081 (code base C)")
+    holdout: float = setting(0.0, low=0.0, high=0.9, help="fraction of the training set held out of training (what "
+                                                          "eqsearch lca-pretrain learns a dictionary on)")
+    holdout_seed: int = setting(0, low=0, help="seed of the hold-out draw (give lca-pretrain the same)")
 
 
 @dataclass
@@ -219,6 +222,9 @@ def from_dict(tree: Mapping[str, Any] | None = None, overrides: Mapping[str, Any
 def validate(cfg: RunConfig, source: str = "") -> None:
     """Checks that involve more than one field (the model section checks its own)."""
     cfg.model.check(f"{source}model")
+    check_rule = getattr(cfg.model, "check_rule", None)  # a model section's checks against the rule
+    if check_rule is not None:
+        check_rule(cfg.rule, f"{source}model")
     n = cfg.model.synapse_count()
     if len(cfg.optim.lrs) != n:
         raise ConfigError(f"{source}optim.lrs: got {cfg.optim.lrs} ({len(cfg.optim.lrs)} values); "

@@ -11,10 +11,22 @@ Pixels are scaled to [0, 1] (code base A's MNIST normalisation: mean 0, std 1);
 is read from ``<root>/cifar-10-batches-py`` (torchvision's layout, never downloaded here) and
 normalised per channel as (x − mean) / (3·std) (code base A, reference §2.4.2). Training-time
 augmentation (:func:`augment`) works on whole batches of tensors.
+
+``synthetic_cifar`` is a CIFAR-10-shaped stand-in that needs no files (smoke runs, tests and
+benchmarks of the CIFAR-10 commands): 3×32×32 oriented colour gratings, one orientation and
+colour per class (10 classes), random phase, plus Gaussian noise; 2000 training and 400 test
+images, the same on every machine.
+
+Hold-out (``data.holdout`` = f > 0): a seeded random fraction f of the training set
+(:func:`holdout_split`, seed ``data.holdout_seed``) is removed from training; it is what
+``eqsearch lca-pretrain`` learns a dictionary on (:func:`load_holdout`), so that an LCA-CNN
+trained with the same two settings never trains on the dictionary's images (code base D meant
+this split; reference §5.10).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -165,19 +177,40 @@ def augment(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> to
     return padded.permute(0, 2, 3, 1)[batch, rows.view(b, h, 1), cols.view(b, 1, w)].permute(0, 3, 1, 2)
 
 
+SYNTHETIC_TRAIN, SYNTHETIC_TEST = 2000, 400
+
+
+def _synthetic_cifar() -> Dataset:
+    """Oriented colour gratings with noise, (N, 3, 32, 32), class = orientation and colour."""
+    g = torch.Generator().manual_seed(0)
+    n = SYNTHETIC_TRAIN + SYNTHETIC_TEST
+    y = torch.randint(0, 10, (n,), generator=g)
+    angle = torch.arange(10) * (math.pi / 10)
+    period = 5.0 + 3.0 * (torch.arange(10) % 3)
+    colour = torch.rand(10, 3, generator=g) - 0.5
+    rows, cols = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    proj = angle[y].cos().view(n, 1, 1) * cols + angle[y].sin().view(n, 1, 1) * rows
+    phase = 2 * math.pi * torch.rand(n, 1, 1, generator=g)
+    grating = torch.sin(2 * math.pi * proj / period[y].view(n, 1, 1) + phase)
+    x = colour[y].view(n, 3, 1, 1) * grating.unsqueeze(1) + 0.2 * torch.randn(n, 3, 32, 32, generator=g)
+    return Dataset("synthetic_cifar", x[:SYNTHETIC_TRAIN], y[:SYNTHETIC_TRAIN], x[SYNTHETIC_TRAIN:],
+                   y[SYNTHETIC_TRAIN:], 10)
+
+
 LOADERS: dict[str, Callable[[DataConfig], Dataset]] = {
     "digits": lambda cfg: _digits(),
     "mnist": lambda cfg: _torchvision("mnist", cfg.root),
     "fashion_mnist": lambda cfg: _torchvision("fashion_mnist", cfg.root),
     "cifar10": lambda cfg: _cifar10(cfg.root),
+    "synthetic_cifar": lambda cfg: _synthetic_cifar(),
 }
 
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # code base C's Normalize (reference §4.8)
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
-    """The data set of ``cfg`` as tensors, with ``data.normalize`` applied to both splits."""
+def _load_all(cfg: DataConfig) -> Dataset:
+    """The whole data set of ``cfg`` (no hold-out), with ``data.normalize`` applied."""
     if cfg.dataset not in LOADERS:
         raise ConfigError(f"data.dataset: got {cfg.dataset!r}; allowed: {', '.join(LOADERS)}")
     ds = LOADERS[cfg.dataset](cfg)
@@ -185,6 +218,34 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         ds = Dataset(ds.name, (ds.x_train - MNIST_MEAN) / MNIST_STD, ds.y_train,
                      (ds.x_test - MNIST_MEAN) / MNIST_STD, ds.y_test, ds.num_classes)
     return ds
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held-out) sorted indices of n training examples: round(fraction·n) drawn at random
+    by a generator seeded with ``seed`` are held out."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    k = int(round(fraction * n))
+    return order[k:].sort().values, order[:k].sort().values
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """The data set of ``cfg`` as tensors, ``data.normalize`` applied to both splits, and the
+    hold-out (``data.holdout``) removed from the training set."""
+    ds = _load_all(cfg)
+    if cfg.holdout > 0:
+        kept, _ = holdout_split(ds.x_train.shape[0], cfg.holdout, cfg.holdout_seed)
+        ds = Dataset(ds.name, ds.x_train[kept], ds.y_train[kept], ds.x_test, ds.y_test, ds.num_classes)
+    return ds
+
+
+def load_holdout(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) of the held-out training examples of ``cfg`` (``data.holdout`` > 0), or of the
+    whole training set when ``data.holdout`` is 0."""
+    ds = _load_all(cfg)
+    if cfg.holdout == 0:
+        return ds.x_train, ds.y_train
+    _, held = holdout_split(ds.x_train.shape[0], cfg.holdout, cfg.holdout_seed)
+    return ds.x_train[held], ds.y_train[held]
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+# further metrics shown on the epoch line (by name prefix)
+EXTRAS = ("angle_", "gdu_", "test_free", "lca_sparsity", "lca_recon", "lca_dict")
 
 
 def format_seconds(s: float) -> str:
@@ -15,12 +20,21 @@ def format_seconds(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-class RunProgress:
-    """Context manager: ``on_batch`` for :meth:`Trainer.train_epoch`, ``epoch_done`` per epoch."""
+def training_line(m: dict) -> str:
+    """The epoch line of a training run (accuracies, loss, seconds)."""
+    return (f"train acc {m['train_acc']:.4f}  test acc {m['test_acc']:.4f}  loss {m['test_loss']:.4f}"
+            f"  {m['epoch_seconds']:.1f}s")
 
-    def __init__(self, epochs: int, batches_per_epoch: int, start_epoch: int = 0, enabled: bool = True):
+
+class RunProgress:
+    """Context manager: ``on_batch`` for :meth:`Trainer.train_epoch`, ``epoch_done`` per epoch.
+    ``describe(metrics)`` writes the middle of each epoch line (default: :func:`training_line`)."""
+
+    def __init__(self, epochs: int, batches_per_epoch: int, start_epoch: int = 0, enabled: bool = True,
+                 describe: Callable[[dict], str] = training_line, task: str = "train"):
         self.epochs, self.per_epoch = epochs, batches_per_epoch
         self.start_epoch = start_epoch
+        self.describe, self.task = describe, task
         self.console = Console(stderr=True)
         self.live = enabled and self.console.is_terminal
         self.enabled = enabled
@@ -34,7 +48,7 @@ class RunProgress:
                                  TimeRemainingColumn(), console=self.console, transient=False)
             self._bar.start()
             done = self.start_epoch * self.per_epoch
-            self._task = self._bar.add_task("train", total=self.epochs * self.per_epoch, completed=done, acc="")
+            self._task = self._bar.add_task(self.task, total=self.epochs * self.per_epoch, completed=done, acc="")
         return self
 
     def __exit__(self, *exc):
@@ -52,9 +66,8 @@ class RunProgress:
         elapsed = time.perf_counter() - self.t0
         done = m["epoch"] - self.start_epoch
         eta = elapsed / max(done, 1) * (self.epochs - m["epoch"])
-        line = (f"epoch {m['epoch']}/{self.epochs}  train acc {m['train_acc']:.4f}  test acc {m['test_acc']:.4f}"
-                f"  loss {m['test_loss']:.4f}  {m['epoch_seconds']:.1f}s  eta {format_seconds(eta)}")
-        extras = [f"{k} {v:.3g}" for k, v in m.items() if k.startswith(("angle_", "gdu_", "test_free"))]
+        line = f"epoch {m['epoch']}/{self.epochs}  {self.describe(m)}  eta {format_seconds(eta)}"
+        extras = [f"{k} {v:.3g}" for k, v in m.items() if k.startswith(EXTRAS)]
         if extras:
             line += "  " + "  ".join(extras)
         if self._bar is not None:

@@ -126,6 +126,7 @@ class Trainer:
             if cfg.data.augment:
                 x = augment(x, gen)
             result = self.rule.train_batch(self.model, x, y, self.optimizer, gen)
+            self.model.on_batch_end()
             correct += (result.logits.argmax(1) == y).sum()
             loss_sum += loss_per_sample(self.model.loss, result.logits, y).sum().double()
             res_free += result.residual_free

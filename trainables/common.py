@@ -28,7 +28,7 @@ def build_run_config(config: Mapping[str, Any], cpus: float, gpus: float) -> Run
 
 
 def cached_data(cfg: RunConfig) -> Dataset:
-    key = (cfg.data.dataset, cfg.data.root, cfg.data.normalize)
+    key = (cfg.data.dataset, cfg.data.root, cfg.data.normalize, cfg.data.holdout, cfg.data.holdout_seed)
     if key not in _DATA:
         _DATA.clear()
         _DATA[key] = load_dataset(cfg.data)

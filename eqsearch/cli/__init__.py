@@ -16,6 +16,7 @@ def _register() -> None:
     from eqsearch.cli import run_commands  # noqa: F401  (commands register on import)
     from eqsearch.cli import search_commands  # noqa: F401
     from eqsearch.cli import analysis_commands  # noqa: F401
+    from eqsearch.cli import lca_commands  # noqa: F401
 
 
 _register()

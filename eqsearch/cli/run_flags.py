@@ -9,6 +9,15 @@ Code base A (Laborieux et al.) flags are accepted exactly as its README writes t
 --mbs 50 --lrs 0.08 0.04``. Without ``--config``, a command line that uses them starts from
 code base A's defaults (one-sided EP unless ``--thirdphase`` / ``--random-sign``, mbs 20,
 T1 20, T2 4, β 0.01, 1 epoch, ...), so a pasted command means what it meant there.
+
+Code base D (EPLCANet, reference §5.8) adds ``--model LCACNN``, ``--lca_*``, ``--dict_training``
+and ``--scale_feedback`` to A's CNN flags. With ``--model LCACNN`` its layer lists are written
+as there: ``--channels`` starts with the LCA copy layer (= ``--lca_feats``), entry 0 of
+``--kernels`` / ``--strides`` / ``--paddings`` / ``--pools`` and entries past ``--channels`` are
+ignored, and ``--lrs`` / ``--wds`` start with the parameter-free identity synapse (dropped).
+``--dict_training ''`` with ``--model CNN`` is the plain RCNN. Runs with these flags hold out
+the half of the training set that ``eqsearch lca-pretrain`` learns on by default
+(``data.holdout`` 0.5, the split code base D meant).
 """
 
 from __future__ import annotations
@@ -101,6 +110,20 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     a.add_argument("--same-update", action="store_true", default=None)
     a.add_argument("--data-aug", action="store_true", default=None)
     a.add_argument("--dropouts", type=float, nargs="+")
+
+    d = p.add_argument_group("code base D flags (EPLCANet; with code base A's CNN flags; for --model LCACNN, "
+                             "--channels ... --pools, --lrs and --wds are written as there, the copy layer first)")
+    d.add_argument("--dict_training", choices=DICT_MODES,
+                   help="'' (plain CNN with --model CNN), pretrained, finetune or learn (--model LCACNN)")
+    d.add_argument("--lca_feats", type=int, help="dictionary atoms (= first entry of --channels)")
+    d.add_argument("--lca_lambda", type=float, help="LCA threshold λ")
+    d.add_argument("--lca_tau", type=float, help="LCA time constant τ")
+    d.add_argument("--lca_eta", type=float, help="dictionary learning rate")
+    d.add_argument("--lca_iters", type=int, help="LCA iterations per minibatch")
+    d.add_argument("--lca_stride", type=int, help="LCA stride")
+    d.add_argument("--lca_ksize", type=int, help="LCA kernel size")
+    d.add_argument("--scale_feedback", type=float,
+                   help="weight of the conv layers' feedback in the code the dictionary is fine-tuned to")
 
     b = p.add_argument_group("code base B flags (Ernoult et al., continual EP; lists output -> input as there; "
                              "unset ones take its defaults)")
@@ -249,6 +272,81 @@ def _seed_overrides(ns: argparse.Namespace) -> dict[str, Any]:
     return o
 
 
+DICT_MODES = ["", "pretrained", "finetune", "learn", "no_lca"]
+D_LCA_FLAGS = {"lca_feats": "model.lca.features", "lca_lambda": "model.lca.lam", "lca_tau": "model.lca.tau",
+               "lca_eta": "model.lca.eta", "lca_iters": "model.lca.iters", "lca_stride": "model.lca.stride",
+               "lca_ksize": "model.lca.ksize", "scale_feedback": "model.scale_feedback"}
+D_DEFAULTS: dict[str, Any] = {"data.holdout": 0.5}  # the half code base D meant to keep for dictionary learning
+D_LISTS = {"model.channels": "channels", "model.kernels": "kernels", "model.strides": "strides",
+           "model.paddings": "paddings", "model.pools": "pools"}
+
+
+def uses_d_flags(ns: argparse.Namespace) -> bool:
+    return ns.model == "LCACNN" or any(getattr(ns, f) is not None for f in ("dict_training", *D_LCA_FLAGS))
+
+
+def _d_overrides(ns: argparse.Namespace, o: dict[str, Any], tree: dict, seeded: bool) -> None:
+    """Code base D's flags into the overrides ``o`` (in place), converting its LCA_CNN layer lists
+    (copy layer first) to eqsearch's. ``tree``: the --config file's tree; ``seeded``: ``o`` holds
+    code base A's defaults (no --config), whose CNN lists are then D's defaults too."""
+    model = tree.get("model") or {}
+    kind = o.get("model.kind", model.get("kind"))
+
+    def current(key: str):  # the value so far of a model field: override, else --config, else the default
+        if key in o:
+            return o[key]
+        section, tree_part = family_of(kind).config(), model
+        *parents, name = key.split(".")[1:]
+        for p in parents:
+            section, tree_part = getattr(section, p), tree_part.get(p) or {}
+        return tree_part.get(name, getattr(section, name))
+
+    given = [f for f in D_LCA_FLAGS if getattr(ns, f) is not None]
+    mode = ns.dict_training
+    if kind != "lca_cnn":
+        if given:
+            raise ConfigError(f"--{given[0]}: given with model.kind={kind!r}; allowed: the LCA flags with "
+                              "--model LCACNN")
+        if mode not in (None, ""):
+            raise ConfigError(f"--dict_training: got {mode!r} with model.kind={kind!r}; allowed: '' (the plain CNN), "
+                              "or pretrained, finetune or learn with --model LCACNN")
+        if kind == "cnn":  # P_CNN of code base D ignores entries past --channels
+            n = len(current("model.channels"))
+            o.update({key: o[key][:n] for key in D_LISTS if key in o})
+        return
+    o.update({D_LCA_FLAGS[f]: getattr(ns, f) for f in given})
+    if mode is None and seeded:
+        mode = "no_lca"  # code base D's default
+    if mode in ("", "no_lca"):
+        raise ConfigError(f"--dict_training: got {mode!r} with --model LCACNN; allowed: pretrained, finetune or learn")
+    if mode is not None:
+        o["model.dict_training"] = mode
+    cnn_defaults = family_of("cnn").seed_defaults
+    lists = {k: o[k] if k in o else cnn_defaults[k] for k in D_LISTS if k in o or seeded}
+    if lists:
+        if "model.channels" not in lists:
+            raise ConfigError(f"--{D_LISTS[next(iter(lists))]}: given without --channels; allowed: code base D's "
+                              "layer lists with --channels (the LCA copy layer first)")
+        channels = lists["model.channels"]
+        feats = current("model.lca.features")
+        if len(channels) < 2 or channels[0] != feats:
+            raise ConfigError(f"--channels: got {channels}; allowed: the LCA copy layer first, equal to --lca_feats "
+                              f"({feats}), then at least one conv layer")
+        n = len(channels)
+        for key, value in lists.items():
+            if len(value) < n:
+                raise ConfigError(f"--{D_LISTS[key]}: got {value!r}; allowed: at least {n} entries, one per entry of "
+                                  "--channels (entry 0, the copy layer's, is ignored)")
+            o[key] = value[1:n]
+    for key in ("optim.lrs", "optim.wds"):
+        if key in o:
+            synapses = len(current("model.channels")) + len(current("model.fc"))
+            if len(o[key]) != synapses + 1:
+                raise ConfigError(f"--{key[6:]}: got {o[key]}; allowed: {synapses + 1} values, one per synapse of code "
+                                  "base D's LCA_CNN (the copy layer's identity first, unused; then each conv and fc)")
+            o[key] = o[key][1:]
+
+
 def uses_seed_flags(ns: argparse.Namespace) -> bool:
     return any(getattr(ns, f) not in (None, False) for f in SEED_FLAGS)
 
@@ -262,17 +360,21 @@ def config_from_args(ns: argparse.Namespace, base: RunConfig | None = None) -> R
     tree: dict = base.to_dict() if base is not None else {}
     overrides: dict[str, Any] = {}
     source = ""
-    if sum((uses_seed_flags(ns), uses_b_flags(ns), uses_c_flags(ns))) > 1:
-        raise ConfigError("flags of several code bases were mixed (A: --model, --archi, ...; B: --size_tab, "
-                          "--cep, ...; C: --energy, --dimensions, ...); allowed: one code base's flags per command")
+    uses_a = uses_seed_flags(ns) or uses_d_flags(ns)  # D's flags extend A's
+    if sum((uses_a, uses_b_flags(ns), uses_c_flags(ns))) > 1:
+        raise ConfigError("flags of several code bases were mixed (A / D: --model, --archi, --lca_feats, ...; B: "
+                          "--size_tab, --cep, ...; C: --energy, --dimensions, ...); allowed: one code base's flags "
+                          "per command")
     preset = ns.preset or ((ns.energy or "cond_gaussian") if uses_c_flags(ns) and base is None else None)
     if ns.config:
         tree = load_yaml(ns.config)
         source = f"{ns.config}: "
-    elif base is None and uses_seed_flags(ns):
+    elif base is None and uses_a:
         overrides.update(SEED_DEFAULTS)
         kind = SEED_MODELS[ns.model] if ns.model else SEED_DEFAULTS["model.kind"]
         overrides.update(family_of(kind).seed_defaults)
+        if uses_d_flags(ns):
+            overrides.update(D_DEFAULTS)
     elif base is None and uses_b_flags(ns):
         overrides.update(B_DEFAULTS)
     if uses_b_flags(ns):
@@ -280,6 +382,8 @@ def config_from_args(ns: argparse.Namespace, base: RunConfig | None = None) -> R
     if preset:
         overrides.update(PRESETS[preset])
     overrides.update(_seed_overrides(ns))
+    if uses_d_flags(ns):
+        _d_overrides(ns, overrides, tree, seeded=base is None and not ns.config)
     tree_archi = (tree.get("model") or {}).get("archi")
     overrides.update(_c_overrides(ns, overrides.get("model.archi", tree_archi)))
     native = {"data_root": "data.root", "max_batches": "data.max_batches", "device": "train.device",

@@ -13,7 +13,7 @@ from eqsearch.families.registry import Family, families, family_of, kinds, regis
 __all__ = ["Family", "families", "family_of", "kinds", "register"]
 
 _BUILTIN = ("eqsearch.families.mlp", "eqsearch.families.cnn", "eqsearch.families.energy",
-            "eqsearch.families.continual")
+            "eqsearch.families.continual", "eqsearch.families.lca")
 
 for _module in _BUILTIN:
     importlib.import_module(_module)

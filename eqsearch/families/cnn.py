@@ -13,10 +13,12 @@ POOL_LETTERS = "mai"  # max, average, identity (2×2, stride 2)
 
 
 @dataclass
-class CNNConfig:
-    """The ``model:`` section of ``cnn`` / ``vf_cnn``: conv layers, then fully connected ones."""
+class ConvLayers:
+    """What the convolutional families share: conv layers, then fully connected ones (the last
+    one the classes), the neuron activation and the loss. A family's section subclasses this and
+    redeclares ``kind`` with its own kinds."""
 
-    kind: str = setting("cnn", choices=("cnn", "vf_cnn"), help="cnn (tied weights) or vf_cnn (untied backward weights)")
+    kind: str = setting("cnn", help="the model kind")
     channels: list[int] = setting([32, 64], low=1, help="output channels per conv layer")
     kernels: list[int] = setting([5, 5], low=1, help="kernel size per conv layer")
     strides: list[int] = setting([1, 1], low=1, help="stride per conv layer")
@@ -26,23 +28,13 @@ class CNNConfig:
     act: str = setting("mysig", choices=ACTIVATIONS, help="neuron activation σ")
     loss: str = setting("mse", choices=LOSSES, help="mse or cel")
     softmax: bool = setting(False, help="with cel: the classifier is a softmax read-out, not a neuron layer")
-    same_update: bool = setting(False, help="vf_cnn: identical updates for forward and backward weights")
-    dropouts: list[float] | None = setting(None, low=0.0, high=1.0, low_open=True,
-                                           help="keep probabilities for [x, s_1, ...] (last 1.0)")
     scale: float | None = setting(None, low=0.0, low_open=True, help="multiply the default init of weights and biases")
-
-    def summary(self) -> str:
-        return (f"{self.kind} channels {self.channels} pools {self.pools} fc {self.fc} act={self.act} "
-                f"loss={self.loss}{' softmax' if self.softmax else ''}")
 
     def synapse_count(self) -> int:
         """Entries of optim.lrs / optim.wds: one per conv and fc synapse, the read-out included."""
         return len(self.channels) + len(self.fc)
 
-    def check(self, where: str) -> None:
-        if self.same_update and self.kind != "vf_cnn":
-            raise ConfigError(f"{where}.same_update: got true with model.kind={self.kind!r}; allowed: true only "
-                              "for vf_cnn")
+    def check_layers(self, where: str) -> None:
         n = len(self.channels)
         for name in ("kernels", "strides", "paddings", "pools"):
             value = getattr(self, name)
@@ -55,8 +47,28 @@ class CNNConfig:
         if self.softmax and self.loss != "cel":
             raise ConfigError(f"{where}.softmax: got true with model.loss={self.loss!r}; allowed: the softmax "
                               "read-out only with loss cel")
+
+
+@dataclass
+class CNNConfig(ConvLayers):
+    """The ``model:`` section of ``cnn`` / ``vf_cnn``: conv layers, then fully connected ones."""
+
+    kind: str = setting("cnn", choices=("cnn", "vf_cnn"), help="cnn (tied weights) or vf_cnn (untied backward weights)")
+    same_update: bool = setting(False, help="vf_cnn: identical updates for forward and backward weights")
+    dropouts: list[float] | None = setting(None, low=0.0, high=1.0, low_open=True,
+                                           help="keep probabilities for [x, s_1, ...] (last 1.0)")
+
+    def summary(self) -> str:
+        return (f"{self.kind} channels {self.channels} pools {self.pools} fc {self.fc} act={self.act} "
+                f"loss={self.loss}{' softmax' if self.softmax else ''}")
+
+    def check(self, where: str) -> None:
+        if self.same_update and self.kind != "vf_cnn":
+            raise ConfigError(f"{where}.same_update: got true with model.kind={self.kind!r}; allowed: true only "
+                              "for vf_cnn")
+        self.check_layers(where)
         if self.dropouts is not None:
-            layers = n + len(self.fc) - (1 if self.softmax else 0)
+            layers = len(self.channels) + len(self.fc) - (1 if self.softmax else 0)
             if len(self.dropouts) != layers + 1:
                 raise ConfigError(f"{where}.dropouts: got {self.dropouts} ({len(self.dropouts)} values); allowed: "
                                   f"{layers + 1} keep probabilities, for the input and each of the {layers} neuron layers")

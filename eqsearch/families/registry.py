@@ -2,7 +2,8 @@
 
 A :class:`Family` ties together everything the rest of eqsearch needs to know about a kind of
 network: the ``model:`` config section it takes (a dataclass of :mod:`eqsearch.fields`
-settings with ``synapse_count()`` and ``check(where)``), the builder of its torch module
+settings with ``synapse_count()``, ``check(where)`` and optionally ``check_rule(rule, where)``
+for checks against the ``rule`` section), the builder of its torch module
 (``"module:function"``, imported only when a model is built, so that configs and the CLI
 load without torch), its names and defaults in the seed code bases' flags, and the Ray Tune
 trainable a search uses by default.

@@ -148,6 +148,10 @@ class EnergyModel(nn.Module):
         evaluation reports their mean as ``test_<name>``."""
         return {}
 
+    def on_batch_end(self) -> None:
+        """Per-batch work of the model after the rule's update of a training batch, called by
+        the training loop whatever the rule (e.g. the LCA-CNN's per-batch dictionary updates)."""
+
     def on_epoch_end(self) -> None:
         """Per-epoch work of the model after the training pass (e.g. dictionary updates)."""
 

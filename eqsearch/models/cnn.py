@@ -213,6 +213,14 @@ class CNN(EnergyModel):
     def _masked(state: State, masks: State | None) -> State:
         return state if masks is None else [s * m for s, m in zip(state, masks[1:])]
 
+    def input_grad(self, state: State, drive: State) -> torch.Tensor:
+        """∂Φ/∂x at ``state``: m_x ⊙ W_0ᵀ ⋆ P_0*(ŝ_0) at the drive's arg-max, shape (B, *input_shape);
+        what a network stacked on a dynamic layer (the LCA-CNN's copy layer) feeds back into it."""
+        _, idx0, masks, _ = self._unpack(drive)
+        post = state[0] * masks[1] if masks else state[0]
+        grad = self._synapse_adjoint(0, post, self.W[0].weight, idx0)
+        return grad * masks[0] if masks else grad
+
     def init_state(self, drive: State, generator: torch.Generator | None = None) -> State:
         b, fmt = drive[0].shape[0], self._memory_format
         return [drive[0].new_zeros((b,) + tuple(sh)).contiguous(
@@ -360,11 +368,16 @@ class VFCNN(VectorField, CNN):
         return self.W[k + 1].weight
 
 
+def check_classes(fc: list[int], num_classes: int) -> None:
+    """The last fully connected size is the number of classes."""
+    if fc[-1] != num_classes:
+        raise ConfigError(f"model.fc: got {fc}; allowed: last size = number of classes {num_classes} "
+                          "for this data set")
+
+
 def build(cfg, input_shape: tuple[int, ...], num_classes: int) -> CNN:
     """The network of a ``cnn`` / ``vf_cnn`` model section (default init, then ``scale``)."""
-    if cfg.fc[-1] != num_classes:
-        raise ConfigError(f"model.fc: got {cfg.fc}; allowed: last size = number of classes {num_classes} "
-                          "for this data set")
+    check_classes(cfg.fc, num_classes)
     args = (input_shape, cfg.channels, cfg.kernels, cfg.strides, cfg.paddings, cfg.pools, cfg.fc)
     kwargs = dict(act=cfg.act, loss=cfg.loss, softmax=cfg.softmax, dropouts=cfg.dropouts, scale=cfg.scale)
     if cfg.kind == "vf_cnn":
