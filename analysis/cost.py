@@ -18,9 +18,9 @@ _TRAIN_SIZES: dict[tuple, int] = {}
 
 
 def train_size(cfg: RunConfig) -> int | None:
-    """Training examples of the run's data set (loaded once per data set); None when it is not
-    available here."""
-    key = (cfg.data.dataset, cfg.data.root)
+    """Training examples of the run's data set, its hold-out removed (loaded once per data set
+    and hold-out); None when it is not available here."""
+    key = (cfg.data.dataset, cfg.data.root, cfg.data.holdout, cfg.data.holdout_seed)
     if key not in _TRAIN_SIZES:
         try:
             _TRAIN_SIZES[key] = int(load_dataset(cfg.data).x_train.shape[0])

@@ -1,6 +1,7 @@
 """Summary tables of a search's trials at equal fidelity: the metric by estimator × β, by loss,
-by initial and measured weight angle, its correlation with the EP-vs-BPTT gradient angle, over
-seeds, by ASHA rung, parameter importance, and the top trials.
+by initial and measured weight angle, by LCA dictionary mode × λ (with the code's sparsity), its
+correlation with the EP-vs-BPTT gradient angle and the code's sparsity, over seeds, by ASHA rung,
+parameter importance, and the top trials.
 
 Trials of an ASHA search run different numbers of epochs, so the grouped tables and the
 importance compare every trial at one epoch (:mod:`analysis.fidelity`): ``epoch`` (the CLI's
@@ -31,7 +32,8 @@ from eqsearch.search.results import COMPLETED
 
 STATS = ("n", "mean", "std", "min", "max")
 ANGLE_BIN_DEGREES = 15
-DIAGNOSTICS = ("gdu_angle", "gdu_rel_error", "gdu_sign_error", "angle_grad")
+DIAGNOSTICS = ("gdu_angle", "gdu_rel_error", "gdu_sign_error", "angle_grad",  # EP vs BPTT
+               "test_lca_sparsity", "test_lca_recon_error")  # the LCA-CNN's code
 
 
 @dataclass
@@ -134,6 +136,23 @@ def by_initial_angle(trials: pd.DataFrame, metric: str, extra: list[str]) -> pd.
     if col not in trials or trials[col].dropna().nunique() < 2:
         return None
     return group_stats(trials[trials[col].notna()], [*extra, col], metric)
+
+
+def by_sparse_coding(trials: pd.DataFrame, metric: str, extra: list[str]) -> pd.DataFrame | None:
+    """The metric per dictionary mode × LCA threshold λ (1-2-5 bins) of LCA-CNN trials, with
+    their mean test sparsity (fraction of non-zero code entries), when trials differ in either."""
+    mode, lam = "config.model.dict_training", "config.model.lca.lam"
+    if mode not in trials or lam not in trials:
+        return None
+    df = trials[trials[lam].notna()]
+    if df.empty or (df[mode].nunique() < 2 and df[lam].nunique() < 2):
+        return None
+    df = df.assign(lam_bin=bin_labels(df[lam], beta_edges(df[lam])))
+    table = group_stats(df, [*extra, mode, "lam_bin"], metric)
+    if "test_lca_sparsity" in df:
+        sparsity = df.groupby([*extra, mode, "lam_bin"], sort=True, observed=True)["test_lca_sparsity"].mean()
+        table = table.merge(sparsity.rename("mean_test_lca_sparsity").reset_index(), on=[*extra, mode, "lam_bin"])
+    return table
 
 
 def by_weight_angle(trials: pd.DataFrame, metric: str, extra: list[str]) -> pd.DataFrame | None:
@@ -277,6 +296,7 @@ def summarize(trials: pd.DataFrame, curves: pd.DataFrame, metric: str = "test_ac
     optional = {
         "by_model": (by_model, "one model kind in every trial"),
         "by_initial_angle": (by_initial_angle, "no trials with different model.angle (code base B's vf_* models)"),
+        "by_sparse_coding": (by_sparse_coding, "no LCA-CNN trials differing in model.dict_training or model.lca.lam"),
         "by_weight_angle": (by_weight_angle, "no angle_B<k> metrics: only vector-field models (vf_mlp, vf_cnn) "
                                              "log the backward/forward weight angle"),
         "gradient_angle_correlation": (diagnostic_correlation, "no GDU diagnostics (gdu_angle, ...) in two or more "

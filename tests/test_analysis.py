@@ -283,3 +283,16 @@ def test_markdown_cells_keep_literal_pipes():
     rows = table.splitlines()
     assert all(len(r.replace("\\|", "").split("|")) == 5 for r in rows), table  # 3 cells each
     assert "spearman \\|rho\\|" in rows[2]
+
+
+def test_by_sparse_coding_groups_lca_trials_by_mode_and_lambda():
+    from analysis.tables import by_sparse_coding
+
+    trials = pd.DataFrame({"config.model.dict_training": ["pretrained", "learn", "learn", "finetune"],
+                           "config.model.lca.lam": [0.12, 0.15, 0.6, 0.3],
+                           "test_acc": [0.8, 0.7, 0.5, 0.9], "test_lca_sparsity": [0.3, 0.2, 0.05, 0.25]})
+    table = by_sparse_coding(trials, "test_acc", []).set_index(["config.model.dict_training", "lam_bin"])
+    assert table.loc[("learn", "[0.1, 0.2)"), "mean"] == 0.7
+    assert table.loc[("learn", "[0.5, 1)"), "mean_test_lca_sparsity"] == 0.05
+    assert table["n"].sum() == 4
+    assert by_sparse_coding(trials.drop(columns="config.model.lca.lam"), "test_acc", []) is None

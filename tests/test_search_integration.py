@@ -322,3 +322,29 @@ def test_cvf_angle_space_runs_and_summarize_tables_the_initial_angle(ray_session
     for row in table.itertuples(index=False):
         sel = trials[trials["config.model.angle"] == row[0]]
         assert row.n == len(sel) and row.mean == pytest.approx(sel["test_acc"].mean())
+
+
+@pytest.mark.parametrize("command, probe", [("mlflow-ui", "/health"), ("optuna-dashboard", "/api/studies")])
+def test_dashboards_print_their_url_once_it_answers(quickstart, command, probe):
+    """`eqsearch mlflow-ui` / `optuna-dashboard` print the URL only when the server answers; the
+    Optuna trials name their Tune trial and MLflow run."""
+    _, outcome = quickstart
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("eqsearch")), command, str(outcome.results),
+                             "--port", str(port)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()  # the first line is the URL, printed once the server answers
+        assert f"http://127.0.0.1:{port}" in line, line
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=2) as r:
+            assert r.status == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    if command == "optuna-dashboard":
+        from eqsearch.search.driver import load_study
+
+        rows = {r["trial_id"]: r for r in outcome.rows}
+        trials = load_study(outcome.results, "quickstart").trials
+        assert len(trials) == len(rows)
+        for t in trials:
+            assert t.user_attrs["mlflow_run_id"] == rows[t.user_attrs["tune_trial_id"]]["mlflow_run_id"]

@@ -1,4 +1,4 @@
-"""Search commands: ``search``, ``resume``, ``status`` and ``mlflow-ui``.
+"""Search commands: ``search``, ``resume``, ``status``, ``mlflow-ui`` and ``optuna-dashboard``.
 
 Spaces are validated before Ray starts (the driver module, which imports Ray, loads after).
 """
@@ -205,6 +205,49 @@ def mlflow_ui(results: Path, port: int, host: str) -> None:
         click.echo(f"this search logged to the MLflow server {uri}; open it there")
         return
     exe = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
-    click.echo(f"MLflow UI on http://{host}:{port}  (store {uri}, experiment {state['experiment']})")
-    subprocess.run([exe, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)], check=False)
+    serve([exe, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)], f"http://{host}:{port}",
+          f"MLflow UI (store {uri}, experiment {state['experiment']})", "/health")
 
+
+@main.command("optuna-dashboard")
+@click.argument("results", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def optuna_dashboard(results: Path, port: int, host: str) -> None:
+    """Start optuna-dashboard on the Optuna study of the search in RESULTS (Ctrl-C stops it).
+    Each Optuna trial carries its Tune trial id and MLflow run id as user attributes."""
+    db = results / R.OPTUNA_DB
+    if not db.is_file():
+        fail(f"{results}: no {R.OPTUNA_DB}; allowed: a results folder written by eqsearch search")
+    exe = shutil.which("optuna-dashboard", path=os.path.dirname(sys.executable)) or "optuna-dashboard"
+    serve([exe, f"sqlite:///{db.resolve()}", "--host", host, "--port", str(port), "--quiet"], f"http://{host}:{port}",
+          f"optuna-dashboard (study in {db})", "/api/studies")
+
+
+def serve(argv: list[str], url: str, what: str, probe: str, timeout_s: float = 180.0) -> None:
+    """Run a web server (``argv``), print its URL once ``url + probe`` answers (not before),
+    hide its start-up chatter, and stop it on Ctrl-C."""
+    import tempfile
+    import urllib.request
+
+    log = tempfile.TemporaryFile(mode="w+")  # its chatter, read back only if it fails to start
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                fail(f"{what} did not start: " + (log.read().strip().splitlines() or ["no message"])[-1])
+            try:
+                urllib.request.urlopen(url + probe, timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    proc.terminate()
+                    fail(f"{what} did not answer on {url} within {timeout_s:g} s")
+                time.sleep(0.3)
+        click.echo(f"{what}: {url}  (Ctrl-C stops it)")
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
