@@ -297,3 +297,12 @@ def test_a_missing_data_root_fails_before_ray_starts(tmp_path):
     assert time.time() - t0 < 15
     assert r.returncode == 2 and "data.dataset 'mnist': data.root:" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "res").exists()
+
+
+def test_a_wrong_cluster_address_fails_in_seconds(tmp_path):
+    t0 = time.time()
+    r = subprocess.run([str(Path(sys.executable).with_name("eqsearch")), "search", "quickstart", "--results",
+                        str(tmp_path / "res"), "--address", f"127.0.0.1:{free_port()}"], capture_output=True, text=True)
+    assert time.time() - t0 < 15
+    assert r.returncode == 2 and "--address: '127.0.0.1:" in r.stderr and "did not answer within 5 s" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "res").exists()
