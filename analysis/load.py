@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -98,9 +99,12 @@ def flat_config(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
+_ELEMENT = re.compile(r"\.\d+$")  # MLflow's per-element copy of a list field (optim.lrs.0)
+
+
 def config_from_strings(flat: dict[str, str], overrides: dict[str, Any] | None = None) -> RunConfig:
     """A run config from dotted fields written as text (``trials.csv`` cells, MLflow params)."""
-    values = {k: _value(v) for k, v in flat.items()}
+    values = {k: _value(v) for k, v in flat.items() if not _ELEMENT.search(k)}
     return from_dict(None, {**values, **(overrides or {})})
 
 

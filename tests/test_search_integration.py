@@ -29,6 +29,12 @@ from eqsearch.training import read_metrics  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
 def small_quickstart(**settings) -> dict:
     tree = yaml.safe_load((ROOT / "search_spaces" / "quickstart.yaml").read_text())
     tree["base"]["data"]["max_batches"] = 8
@@ -119,7 +125,15 @@ def test_mlflow_holds_parent_and_nested_runs(quickstart):
         started = child["start_time"].timestamp() * 1000  # metrics carry the time they were logged
         assert all(started - 1000 <= m.timestamp <= time.time() * 1000 for m in history), history
         assert float(child["params.rule.beta"]) == pytest.approx(float(row["config.rule.beta"]))
+        lrs = yaml.safe_load(row["config.optim.lrs"])
+        assert [float(child[f"params.optim.lrs.{i}"]) for i in range(len(lrs))] == lrs  # per element
+        assert "params.model.channels" not in child or pd_isna(child["params.model.channels"])  # an MLP run
         assert "config.yaml" in [a.path for a in client.list_artifacts(child["run_id"])]
+    exp = client.get_experiment_by_name(spec.tracking["experiment"])
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs
+    parent = client.get_run(parent_id)
+    assert parent.data.metrics[f"best_{spec.search['metric']}"] == pytest.approx(float(outcome.best["test_acc"]))
+    assert sum(v for k, v in parent.data.metrics.items() if k.startswith("trials_")) == 6
 
 
 def free_port() -> int:

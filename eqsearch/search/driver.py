@@ -242,7 +242,8 @@ class SearchRecorder(tune.Callback):
             if trial is not None:
                 best_yaml = self.results / R.BEST_FILE
                 self._config(trial).to_yaml(best_yaml)
-        self.tracker.end_search(best, best_yaml, self.results / R.TRIALS_FILE, interrupted=bool(self.interrupted))
+        self.tracker.end_search(rows, best, s["metric"], best_yaml, self.results / R.TRIALS_FILE,
+                                interrupted=bool(self.interrupted))
         if self.tracker.missed:
             self.console.note(f"MLflow at {self.uri} is still unreachable: trials.csv and Tune hold every result; "
                               f"`eqsearch resume {self.results}` logs what MLflow missed once it is back")

@@ -88,6 +88,8 @@ class Tracker:
     def _open_experiment(self) -> None:
         exp = self.client.get_experiment_by_name(self.experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment)
+        # model training, not GenAI: the MLflow UI opens the experiment on its runs
+        self.client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
 
     # ------------------------------------------------------------------ resilience
     def _call(self, what: str, fn: Callable, *args, default=None, **kwargs):
@@ -237,13 +239,26 @@ class Tracker:
                         f"{epochs} epoch(s) logged")
         return True
 
-    def end_search(self, best: dict | None, best_yaml: Path | None, trials_csv: Path, interrupted: bool) -> None:
-        """The parent run's best trial and artifacts; status KILLED when the search was interrupted."""
-        self._call("end the search", self._end_search, best, best_yaml, trials_csv, interrupted)
+    def end_search(self, rows: list[dict], best: dict | None, metric: str, best_yaml: Path | None, trials_csv: Path,
+                   interrupted: bool) -> None:
+        """The parent run's summary: the best trial (tag) and its ``best_<metric>``, the number of
+        trials per stop reason (``trials_<reason>``), artifacts; status KILLED when the search was
+        interrupted."""
+        self._call("end the search", self._end_search, rows, best, metric, best_yaml, trials_csv, interrupted)
 
-    def _end_search(self, best: dict | None, best_yaml: Path | None, trials_csv: Path, interrupted: bool) -> None:
+    def _end_search(self, rows: list[dict], best: dict | None, metric: str, best_yaml: Path | None, trials_csv: Path,
+                    interrupted: bool) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["stop_reason"]] = counts.get(r["stop_reason"], 0) + 1
+        summary = [Metric(f"trials_{k}", float(n), ts, 0) for k, n in sorted(counts.items())]
         if best is not None:
             self.client.set_tag(self.parent, "eqsearch.best_trial", best["trial_id"])
+            summary.append(Metric(f"best_{metric}", float(best[metric]), ts, 0))
+        self.client.log_batch(self.parent, metrics=summary)
         for path in (best_yaml, trials_csv):
             if path is not None and path.exists():
                 self.client.log_artifact(self.parent, str(path))
@@ -278,6 +293,13 @@ def _is_number(v) -> bool:
 
 
 def _params(d: dict) -> list:
+    """MLflow params of a flat config; a list field is logged whole (``optim.lrs``) and per element
+    (``optim.lrs.0``, ...), so that the UI can sort and plot each element."""
     from mlflow.entities import Param
 
-    return [Param(k, str(v)[:6000]) for k, v in d.items()]
+    out = []
+    for k, v in d.items():
+        out.append(Param(k, str(v)[:6000]))
+        if isinstance(v, list):
+            out += [Param(f"{k}.{i}", str(x)) for i, x in enumerate(v)]
+    return out
