@@ -97,3 +97,16 @@ def test_the_cli_imports_no_heavy_library_until_a_command_needs_it():
             "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'pandas', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_task_names_are_one_list_in_any_letter_case(tmp_path):
+    from eqsearch.cli.run_flags import build_parser, config_from_args, parse
+
+    parser = build_parser("eqsearch train", "")
+    for spelled in ("FashionMNIST", "FASHIONMNIST", "fashionmnist"):
+        assert config_from_args(parse(parser, ["--task", spelled])).data.dataset == "fashion_mnist"
+    r = CliRunner().invoke(main, ["train", "--task", "SVHN"])
+    assert r.exit_code == 2 and "got 'SVHN'; allowed: MNIST, CIFAR10, FashionMNIST, digits" in r.output
+    assert "{MNIST,CIFAR10,FashionMNIST,digits}" in CliRunner().invoke(main, ["train", "--help"]).output
+    r = CliRunner().invoke(main, ["status", str(tmp_path)])
+    assert r.exit_code == 2 and "not the results folder of a search" in r.output

@@ -202,7 +202,7 @@ def _gducheck(ns) -> None:
               help="results folder (default results/quickstart-<time>)")
 @click.option("--no-dashboard", is_flag=True, help="do not start the Ray dashboard")
 def demo(results: Path | None, no_dashboard: bool) -> None:
-    """Run the quickstart search (digits MLP, ~2 minutes on 2 cores) and print the best config."""
+    """Run the quickstart search (digits MLP, about a minute on 2 cores) and print the best config."""
     import search_spaces
     from eqsearch.cli.search_commands import default_results, launch
     from eqsearch.search.space import load_spec

@@ -39,8 +39,15 @@ SEED_DEFAULTS: dict[str, Any] = {
 
 SEED_MODELS = {name: kind for f in families() for name, kind in f.seed_models.items()}
 PRESETS = {name: fields for f in families() for name, fields in f.presets.items()}
-SEED_TASKS = {"MNIST": "mnist", "CIFAR10": "cifar10", "FashionMNIST": "fashion_mnist",
-              "FASHIONMNIST": "fashion_mnist", "digits": "digits"}
+SEED_TASKS = {"MNIST": "mnist", "CIFAR10": "cifar10", "FashionMNIST": "fashion_mnist", "digits": "digits"}
+
+
+def seed_task(text: str) -> str:
+    """A ``--task`` name in any letter case (code base D writes FASHIONMNIST), as SEED_TASKS spells it."""
+    by_case = {k.lower(): k for k in SEED_TASKS}
+    if text.lower() not in by_case:
+        raise argparse.ArgumentTypeError(f"got {text!r}; allowed: {', '.join(SEED_TASKS)}")
+    return by_case[text.lower()]
 SEED_FLAGS = ("cep_debug", "model", "task", "archi", "betas", "mbs", "lrs", "alg", "todo", "thirdphase",
               "random_sign", "act", "loss", "optim", "T1", "T2", "channels", "kernels", "strides",
               "paddings", "pools", "fc", "softmax", "same_update", "mmt", "wds", "lr_decay", "scale",
@@ -77,7 +84,8 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
     a = p.add_argument_group("code base A flags (Laborieux et al.; unset ones take its defaults)")
     a.add_argument("--model", choices=sorted(SEED_MODELS))
-    a.add_argument("--task", choices=sorted(SEED_TASKS))
+    a.add_argument("--task", type=seed_task, metavar="{" + ",".join(SEED_TASKS) + "}",
+                   help="data set (any letter case)")
     a.add_argument("--archi", type=int, nargs="+")
     a.add_argument("--act")
     a.add_argument("--loss")

@@ -170,17 +170,19 @@ def status(results: Path) -> None:
     """Show the trials of the search in RESULTS and the best so far."""
     from eqsearch.search.console import print_table
 
+    if not (results / R.STATE_FILE).is_file():
+        fail(f"{results}: not the results folder of a search (no {R.STATE_FILE}); allowed: a folder written by "
+             "`eqsearch search --results DIR`")
     try:
         spec = load_spec(results / R.SPACE_FILE)
-        R.read_state(results)
-    except (ConfigError, FileNotFoundError) as exc:
+    except ConfigError as exc:
         fail(str(exc))
     rows = R.read_trials(results)
     metric, mode = spec.search["metric"], spec.search["mode"]
     print_table(rows, metric, mode, spec.max_epochs,
                 f"search {spec.name}: {len(rows)} of {spec.search['num_samples']} trials")
     for r in rows:
-        if r["stop_reason"] in (R.DIVERGED, R.ERRORED):
+        if r["stop_reason"] in (*R.FAILED, R.INTERRUPTED):
             click.echo(f"{r['trial_name']}: {r['stop_reason']}: {r['reason']}")
     best = R.best_row(rows, metric, mode)
     if best:
