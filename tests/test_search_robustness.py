@@ -117,8 +117,14 @@ def cli_space(tmp_path):
 
 def test_ctrl_c_records_interrupted_trials_and_resume_brings_every_store_in_step(cli_space):
     space, results, ray_tmp = cli_space
+    tree = yaml.safe_load(space.read_text())
+    tree["base"]["train"]["epochs"] = 5  # full digits epochs (90 batches): a trial lasts seconds
+    tree["base"]["data"]["max_batches"] = None
+    space.write_text(yaml.safe_dump(tree))
     proc = run_cli("search", str(space), "--results", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
-    wait_for(lambda: len(finished(results)) >= 1 and started_epoch(results), proc, 240, "a trial mid-way")
+    early = lambda: any(r["stop_reason"] == R.RUNNING and 1 <= int(r["epochs_run"] or 0) <= 2  # noqa: E731
+                        for r in R.read_trials(results))
+    wait_for(lambda: len(finished(results)) >= 1 and early(), proc, 240, "a trial early in its run")
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out

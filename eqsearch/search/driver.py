@@ -49,7 +49,8 @@ from eqsearch.search.console import SearchConsole  # noqa: E402
 from eqsearch.errors import SpecError  # noqa: E402
 from eqsearch.search.space import SearchSpec, load_spec  # noqa: E402
 from eqsearch.search.tracking import REACH_TIMEOUT_S, Tracker, check_reachable, store_uri  # noqa: E402
-from eqsearch.training import read_metrics  # noqa: E402
+from eqsearch.training import LATEST, METRICS_FILE, read_metrics  # noqa: E402
+from eqsearch.run_folder import write_metrics  # noqa: E402
 from trainables import get_trainable  # noqa: E402
 from trainables.common import BASE_KEY  # noqa: E402
 
@@ -233,6 +234,9 @@ class SearchRecorder(tune.Callback):
                     self._finish(trial, None)
         rows = list(self.rows.values())
         R.write_trials(self.results, rows)
+        for row in rows:
+            self._complete_curve(row)
+        self.tracker.prune(set(self.rows))
         self._catch_up(last_chance=True)
         s = self.spec.search
         best = R.best_row(rows, s["metric"], s["mode"])
@@ -289,6 +293,26 @@ class SearchRecorder(tune.Callback):
                 if row["stop_reason"] == R.RUNNING and row["mlflow_run_id"]:
                     self._optuna_attr(row["trial_id"], MLFLOW_ATTR, row["mlflow_run_id"])
             R.write_trials(self.results, list(self.rows.values()))
+
+    def _complete_curve(self, row: dict) -> None:
+        """Make the trial folder's metrics.csv hold every epoch the trial ran. Tune copies a trial's
+        files to its folder only now and then, so after a kill the copy can lag behind the
+        checkpoints (which Tune writes with each report, and which carry the curve)."""
+        folder = Path(row.get("trial_dir") or "")
+        if not row.get("trial_dir") or not folder.is_dir():
+            return
+        have = read_metrics(folder)
+        if len(have) >= int(row["epochs_run"] or 0):
+            return
+        epochs = {int(m["epoch"]): m for m in have}
+        saved = sorted(folder.glob("checkpoint_*/" + LATEST))
+        if saved:
+            import torch
+
+            state = torch.load(saved[-1], map_location="cpu", weights_only=False)
+            epochs.update({int(m["epoch"]): m for m in state.get("history", [])})
+        epochs.update({int(m["epoch"]): m for m in self.history.get(row["trial_id"], [])})
+        write_metrics(folder / METRICS_FILE, [epochs[e] for e in sorted(epochs)])
 
     def _history_of(self, row: dict) -> list[dict]:
         """Every epoch of a trial: its metrics.csv in the Tune folder, completed by what this

@@ -202,6 +202,17 @@ class Tracker:
         if run_id:
             self._call("delete a lost trial's run", self.client.delete_run, run_id)
 
+    def prune(self, trial_ids: set[str]) -> None:
+        """Delete the trial runs of this search whose trial is not in ``trial_ids`` (one killed
+        after MLflow opened its run but before trials.csv recorded it, then re-proposed)."""
+        self._call("delete lost trials' runs", self._prune, trial_ids)
+
+    def _prune(self, trial_ids: set[str]) -> None:
+        for tid, run_id in self._trial_runs().items():
+            if tid not in trial_ids:
+                self.client.delete_run(run_id)
+                self.runs.pop(tid, None)
+
     def sync(self, rows: list[dict], history_of: Callable[[dict], list[dict]]) -> bool:
         """Bring MLflow in step with the durable records after an outage: every trial of ``rows``
         (trials.csv) gets its run (created if it started while MLflow was down; its id written
