@@ -34,9 +34,9 @@ the projected epoch time (391 batches of 128) is printed.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -44,6 +44,9 @@ from eqsearch.config import RuleConfig, TrainConfig
 from eqsearch.models import CNN, State
 from eqsearch.rules import EPRule
 from eqsearch.training import apply_speed_options
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from turns import time_paths  # noqa: E402
 
 CONFIGS = {
     "mnist": dict(input_shape=(1, 28, 28), channels=[32, 64], kernels=[5, 5], strides=[1, 1],
@@ -100,27 +103,6 @@ def autograd_batch(model: CNN, x: torch.Tensor, y: torch.Tensor, rule: RuleConfi
 
 
 # ---------------------------------------------------------------------- timing
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_paths(paths: dict, device: torch.device, repeats: int) -> dict[str, float]:
-    """Median seconds per call of every path, after one warm-up call each. The paths take
-    turns within every repeat, so that a machine shared with other jobs loads them alike."""
-    times: dict[str, list[float]] = {label: [] for label in paths}
-    for fn in paths.values():
-        fn()
-    sync(device)
-    for _ in range(repeats):
-        for label, fn in paths.items():
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times[label].append(time.perf_counter() - t0)
-    return {label: statistics.median(t) for label, t in times.items()}
-
-
 def run(name: str, device: torch.device, repeats: int, scale_steps: int, mbs: int | None,
         skip_autograd: bool, variants: bool) -> None:
     c = CONFIGS[name]

@@ -31,9 +31,9 @@ column multiplies back (time is linear in steps and, for large batches, in the b
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -42,6 +42,9 @@ from eqsearch.losses import as_target
 from eqsearch.models import build_model
 from eqsearch.models.lca_cnn import LCACNN
 from eqsearch.rules import EPRule, contrast, relax, write_grads
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from turns import time_paths  # noqa: E402
 
 CONFIGS = {
     "cifar": dict(shape=(3, 32, 32), mbs=128, model={
@@ -81,26 +84,6 @@ def original_batch(model: LCACNN, x: torch.Tensor, y: torch.Tensor, rule: RuleCo
     plus, _ = relax(model, code(), free, rule.T2, rule.beta, target)
     minus, _ = relax(model, code(), free, rule.T2, -rule.beta, target)
     write_grads(model, contrast(model, x, target, plus, rule.beta, minus, -rule.beta, drive=drive))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_paths(paths: dict, device: torch.device, repeats: int) -> dict[str, float]:
-    """Median seconds per call of every path after one warm-up call each, the paths taking turns."""
-    times: dict[str, list[float]] = {label: [] for label in paths}
-    for fn in paths.values():
-        fn()
-    sync(device)
-    for _ in range(repeats):
-        for label, fn in paths.items():
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            times[label].append(time.perf_counter() - t0)
-    return {label: statistics.median(t) for label, t in times.items()}
 
 
 def run(name: str, device: torch.device, repeats: int, scale: int, mbs: int | None) -> None:

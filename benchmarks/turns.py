@@ -4,7 +4,8 @@ copy of the same initial model and the same synthetic MNIST-shaped batches, the 
 turns; medians over repeats, the ratio and the projected seconds per MNIST epoch.
 
 A script calls :func:`main` with its runs (name -> run config) and its autograd batch
-``autograd_batch(model, cfg, x, y, optimizer, generator)``.
+``autograd_batch(model, cfg, x, y, optimizer, generator)``; scripts with their own paths
+(``ep_cnn.py``, ``lca_cnn.py``) time them with :func:`time_paths`.
 """
 
 from __future__ import annotations
@@ -67,3 +68,24 @@ def main(doc: str, runs: dict, autograd_batch: Callable) -> None:
           f"{'autograd s/epoch':>17}")
     for name, cfg in runs.items():
         time_run(name, cfg, autograd_batch, args.repeats, args.batches)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_paths(paths: dict, device: torch.device, repeats: int) -> dict[str, float]:
+    """Median seconds per call of every path, after one warm-up call each. The paths take
+    turns within every repeat, so that a machine shared with other jobs loads them alike."""
+    times: dict[str, list[float]] = {label: [] for label in paths}
+    for fn in paths.values():
+        fn()
+    sync(device)
+    for _ in range(repeats):
+        for label, fn in paths.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[label].append(time.perf_counter() - t0)
+    return {label: statistics.median(t) for label, t in times.items()}

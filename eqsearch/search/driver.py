@@ -267,6 +267,8 @@ class SearchRecorder(tune.Callback):
 
     def _row(self, trial) -> dict:
         row = self.rows.get(trial.trial_id)
+        if row is not None and trial.trial_id in self.opened:
+            return row
         cfg = self._config(trial)
         flat = cfg.flat() if cfg is not None else {k: v for k, v in trial.config.items() if k != BASE_KEY}
         if row is None:
