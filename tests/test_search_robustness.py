@@ -89,7 +89,7 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str) -> No
         if predicate():
             return
         assert proc.poll() is None, f"search ended before {what}:\n" + proc.stdout.read()
-        time.sleep(0.2)
+        time.sleep(0.1)
     pytest.fail(f"timed out waiting for {what}")
 
 
@@ -118,8 +118,13 @@ def cli_space(tmp_path):
 def test_ctrl_c_records_interrupted_trials_and_resume_brings_every_store_in_step(cli_space):
     space, results, ray_tmp = cli_space
     tree = yaml.safe_load(space.read_text())
-    tree["base"]["train"]["epochs"] = 5  # full digits epochs (90 batches): a trial lasts seconds
-    tree["base"]["data"]["max_batches"] = None
+    # Full digits epochs of 180 batches with a long free phase (~1.5 s each on 2 cores, more on a
+    # busy machine), and no ASHA rung before epoch 3: a trial caught at epoch 1 or 2 has at least
+    # an epoch left to run when the interrupt lands, however fast the machine.
+    tree["base"]["train"]["epochs"] = 5
+    tree["base"]["data"].update(max_batches=None, batch_size=8)
+    tree["base"]["rule"]["T1"] = 250
+    tree["scheduler"] = {"asha": {"grace_period": 3, "reduction_factor": 2}}
     space.write_text(yaml.safe_dump(tree))
     proc = run_cli("search", str(space), "--results", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
     early = lambda: any(r["stop_reason"] == R.RUNNING and 1 <= int(r["epochs_run"] or 0) <= 2  # noqa: E731
