@@ -35,12 +35,10 @@ from analysis.cost import relaxation_steps
 from eqsearch.config import RunConfig, from_dict, load_config, resource_overrides
 from eqsearch.errors import AnalysisError, ConfigError
 from eqsearch.search import results as R
+from eqsearch.search.tracking import REASON_TAG, STOP_TAG, TRIAL_NAME_TAG, TRIAL_TAG, folder_store
 from eqsearch.training import CONFIG_FILE, read_metrics
 
 TUNE_RESULT_FILE = "result.json"  # Tune's per-trial log: one JSON line per report
-TRIAL_TAG = "eqsearch.trial_id"
-STOP_TAG = "eqsearch.stop_reason"
-REASON_TAG = "eqsearch.reason"
 
 
 @dataclass
@@ -223,7 +221,8 @@ def load_mlflow(uri: str, experiment: str, parent_run_id: str | None = None) -> 
         tid = run.data.tags.get(TRIAL_TAG, run.info.run_id)
         cfg = config_from_strings(run.data.params, trial_cfg)
         history = _mlflow_history(client, run)
-        records.append(trial_record(name, tid, run.info.run_name, run.data.tags.get(STOP_TAG, R.RUNNING),
+        records.append(trial_record(name, tid, run.data.tags.get(TRIAL_NAME_TAG, run.info.run_name),
+                                    run.data.tags.get(STOP_TAG, R.RUNNING),
                                     run.data.tags.get(REASON_TAG, ""), cfg.train.epochs, cfg, history))
         histories[tid] = history
         configs[tid] = cfg
@@ -238,7 +237,7 @@ def load_mlflow_of(results: str | Path) -> Search:
     if not (results / R.STATE_FILE).is_file():
         raise AnalysisError(f"{results}: not the results folder of a search (no {R.STATE_FILE})")
     state = R.read_state(results)
-    return load_mlflow(state["mlflow_uri"], state["experiment"], state["parent_run_id"])
+    return load_mlflow(folder_store(results, state), state["experiment"], state["parent_run_id"])
 
 
 def _latest_search(client, experiment_id: str, uri: str):

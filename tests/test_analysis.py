@@ -251,7 +251,7 @@ def test_cli_summarize_report_compare(results, tmp_path):
     page = (tmp_path / "rep" / "report.html").read_text()
     assert page.count("<img src='plots/") == 6 and "<h2>by_estimator_beta</h2>" in page
 
-    uri = json.loads((results / R.STATE_FILE).read_text())["mlflow_uri"]
+    uri = R.local_store_uri(results)
     r = runner.invoke(main, ["compare", str(results), "mlflow:analysis-test", "--mlflow-uri", uri,
                              "--out", str(tmp_path / "cmp")])
     assert r.exit_code == 0, r.output

@@ -349,7 +349,7 @@ def test_dashboards_print_their_url_once_it_answers(quickstart, command, probe):
     try:
         line = proc.stdout.readline()  # the first line is the URL, printed once the server answers
         assert f"http://127.0.0.1:{port}" in line, line
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=2) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=30) as r:
             assert r.status == 200
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -362,3 +362,38 @@ def test_dashboards_print_their_url_once_it_answers(quickstart, command, probe):
         assert len(trials) == len(rows)
         for t in trials:
             assert t.user_attrs["mlflow_run_id"] == rows[t.user_attrs["tune_trial_id"]]["mlflow_run_id"]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def headless_dom(url: str, profile: Path) -> str:
+    """The DOM of ``url`` after its scripts ran, as headless Chromium renders it."""
+    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
+                        "--virtual-time-budget=30000", "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    return r.stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian package chromium)")
+def test_the_mlflow_ui_page_eqsearch_prints_lists_every_trial_run(quickstart, tmp_path):
+    """The page `eqsearch mlflow-ui` prints, rendered in headless Chromium: the model-training
+    runs view with every trial's run, named with how it ended."""
+    import re
+
+    from eqsearch.search.tracking import run_name
+
+    _, outcome = quickstart
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("eqsearch")), "mlflow-ui", str(outcome.results),
+                             "--port", str(port)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        url = re.search(r"(http://\S+)", proc.stdout.readline()).group(1)
+        dom = headless_dom(url, tmp_path / "profile")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert "Runs - Experiment" in dom, dom[:2000]
+    for row in outcome.rows:
+        assert run_name(row) in dom, run_name(row)
+    assert any(r["stop_reason"] == R.ASHA_STOPPED for r in outcome.rows) and "· ASHA " in dom

@@ -42,6 +42,7 @@ def assert_stores_agree(results: Path, name: str, num_samples: int, experiment: 
     import mlflow
 
     from eqsearch.search.driver import load_study
+    from eqsearch.search.tracking import folder_store
 
     rows = R.read_trials(results)
     by_id = {r["trial_id"]: r for r in rows}
@@ -62,7 +63,7 @@ def assert_stores_agree(results: Path, name: str, num_samples: int, experiment: 
         assert t.state == OPTUNA_STATE[row["stop_reason"]], (row["trial_name"], t.state, row["stop_reason"])
         assert t.user_attrs["mlflow_run_id"] == row["mlflow_run_id"]
     # MLflow: one finished run per trial with the same stop reason
-    mlflow.set_tracking_uri(R.read_state(results)["mlflow_uri"])
+    mlflow.set_tracking_uri(folder_store(results, R.read_state(results)))
     runs = mlflow.search_runs(experiment_names=[experiment or name])
     children = runs[runs["tags.mlflow.parentRunId"].notna()].set_index("tags.eqsearch.trial_id")
     assert sorted(children.index) == sorted(by_id)
@@ -317,3 +318,67 @@ def test_a_wrong_cluster_address_fails_in_seconds(tmp_path):
     assert time.time() - t0 < 15
     assert r.returncode == 2 and "--address: '127.0.0.1:" in r.stderr and "did not answer within 5 s" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "res").exists()
+
+
+def test_a_moved_results_folder_resumes_summarizes_and_opens_in_the_mlflow_ui(cli_space, tmp_path):
+    """Kill a search, move its folder, resume it there; move it again, then summarize it (from
+    its files and from MLflow) and open it in the MLflow UI: nothing is read from or written to
+    where it was, and every MLflow artifact is inside the folder."""
+    import json
+
+    import pandas as pd
+
+    space, results, ray_tmp = cli_space
+    proc = run_cli("search", str(space), "--results", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
+    wait_for(lambda: len(finished(results)) >= 1, proc, 240, "a first finished trial")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kill_processes_using(ray_tmp)
+    moved = tmp_path / "archive" / "copy"
+    shutil.move(str(results), str(moved))
+    res = run_cli("resume", str(moved), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
+    out, _ = res.communicate(timeout=300)
+    assert res.returncode == 0, out
+    rows = assert_stores_agree(moved, "quickstart", 6)
+    assert not results.exists(), "something was written where the folder was"
+    assert all(not Path(r["trial_dir"]).is_absolute() for r in rows)
+
+    again = tmp_path / "elsewhere"
+    shutil.move(str(moved), str(again))
+    exe = str(Path(sys.executable).with_name("eqsearch"))
+    tables = []
+    for flags in ([], ["--from-mlflow"]):
+        out_dir = tmp_path / f"summary-{len(flags)}"
+        r = subprocess.run([exe, "summarize", str(again), "--out", str(out_dir), "--no-plots", *flags],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        tables.append(pd.read_csv(out_dir / "by_estimator_beta.csv"))
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    assert not moved.exists() and not results.exists()
+
+    port = free_port()
+    ui = subprocess.Popen([exe, "mlflow-ui", str(again), "--port", str(port)], stdout=subprocess.PIPE, text=True,
+                          start_new_session=True)
+    try:
+        line = ui.stdout.readline()
+        assert f"http://127.0.0.1:{port}/#/experiments/" in line and "workflowType=machine_learning" in line, line
+        api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+        with urllib.request.urlopen(f"{api}/experiments/get-by-name?experiment_name=quickstart", timeout=10) as r:
+            experiment = json.load(r)["experiment"]
+        assert experiment["artifact_location"] == (again / R.ARTIFACTS_DIR).as_uri()
+        query = json.dumps({"experiment_ids": [experiment["experiment_id"]], "max_results": 100}).encode()
+        request = urllib.request.Request(f"{api}/runs/search", data=query, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.status == 200
+            runs = json.load(r)["runs"]
+        assert len(runs) == 7  # the search and its 6 trials
+        for run in runs:
+            assert run["info"]["artifact_uri"].startswith((again / R.ARTIFACTS_DIR).as_uri() + "/")
+        trial = next(r for r in rows if r["stop_reason"] == R.COMPLETED)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/get-artifact?path=config.yaml"
+                                    f"&run_uuid={trial['mlflow_run_id']}", timeout=10) as r:
+            logged = yaml.safe_load(r.read())
+        assert logged["rule"]["beta"] == pytest.approx(float(trial["config.rule.beta"]))
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)

@@ -202,13 +202,17 @@ def mlflow_ui(results: Path, port: int, host: str) -> None:
         state = R.read_state(results)
     except FileNotFoundError as exc:
         fail(str(exc))
-    uri = state["mlflow_uri"]
+    from eqsearch.search.tracking import folder_store, runs_page
+
+    uri = folder_store(results, state)
     if not uri.startswith("sqlite"):
         click.echo(f"this search logged to the MLflow server {uri}; open it there")
         return
+    search = load_spec(results / R.SPACE_FILE).search
     exe = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
     serve([exe, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)], f"http://{host}:{port}",
-          f"MLflow UI (store {uri}, experiment {state['experiment']})", "/health")
+          f"MLflow UI (store {uri}, experiment {state['experiment']})", "/health",
+          page=runs_page(results, state, search["metric"], search["mode"]))
 
 
 @main.command("optuna-dashboard")
@@ -226,9 +230,9 @@ def optuna_dashboard(results: Path, port: int, host: str) -> None:
           f"optuna-dashboard (study in {db})", "/api/studies")
 
 
-def serve(argv: list[str], url: str, what: str, probe: str, timeout_s: float = 180.0) -> None:
-    """Run a web server (``argv``), print its URL once ``url + probe`` answers (not before),
-    hide its start-up chatter, and stop it on Ctrl-C."""
+def serve(argv: list[str], url: str, what: str, probe: str, page: str = "", timeout_s: float = 180.0) -> None:
+    """Run a web server (``argv``), print its URL (``url + page``) once ``url + probe`` answers
+    (not before), hide its start-up chatter, and stop it on Ctrl-C."""
     import tempfile
     import urllib.request
 
@@ -248,7 +252,7 @@ def serve(argv: list[str], url: str, what: str, probe: str, timeout_s: float = 1
                     proc.terminate()
                     fail(f"{what} did not answer on {url} within {timeout_s:g} s")
                 time.sleep(0.3)
-        click.echo(f"{what}: {url}  (Ctrl-C stops it)")
+        click.echo(f"{what}: {url}{page}  (Ctrl-C stops it)")
         proc.wait()
     except KeyboardInterrupt:
         proc.terminate()

@@ -2,6 +2,11 @@
 
 On a terminal it is a live table redrawn in place; elsewhere (CI, pipes, logs) one line per
 finished trial plus a progress line every ``every_s`` seconds.
+
+The search's ETA is the epochs still expected (:class:`Budget`: ASHA's rungs, each passed by
+1 / reduction_factor of the trials that reach it) times the wall time per epoch the search
+has shown since its first epoch (before that, the trials' own seconds per epoch over the
+number of trials running at once).
 """
 
 from __future__ import annotations
@@ -17,11 +22,41 @@ from eqsearch.progress import format_seconds
 from eqsearch.search.results import FAILED, INTERRUPTED, RUNNING
 
 
+class Budget:
+    """Epochs a trial is expected to run under ASHA (``asha``: its grace_period and
+    reduction_factor; None: every trial runs ``max_epochs``). A trial that reaches a rung goes
+    on with probability 1 / reduction_factor, the asymptotic share of asynchronous successive
+    halving."""
+
+    def __init__(self, max_epochs: int, asha: dict | None):
+        self.max_epochs = max_epochs
+        self.rungs: list[int] = []  # epochs at which ASHA decides, below max_epochs
+        self.keep = 1.0
+        if asha:
+            self.keep = 1.0 / asha["reduction_factor"]
+            r = asha["grace_period"]
+            while r < max_epochs:
+                self.rungs.append(r)
+                r *= asha["reduction_factor"]
+
+    def left(self, epoch: int = 0) -> float:
+        """Expected epochs still to run by a trial that has run ``epoch`` (0: not started) and
+        was not stopped."""
+        left, p, at = 0.0, 1.0, epoch
+        for r in [r for r in self.rungs if r > epoch] + [self.max_epochs]:
+            left += p * (r - at)
+            p *= self.keep
+            at = r
+        return left
+
+
 class SearchConsole:
     def __init__(self, name: str, metric: str, mode: str, num_samples: int, max_epochs: int, concurrency: int,
-                 enabled: bool = True, every_s: float = 20.0):
+                 enabled: bool = True, every_s: float = 20.0, asha: dict | None = None):
         self.name, self.metric, self.mode = name, metric, mode
         self.num_samples, self.max_epochs, self.concurrency = num_samples, max_epochs, concurrency
+        self.budget = Budget(max_epochs, asha)
+        self._first_epoch: tuple[float, int] | None = None  # (time, epochs done) at the first report
         self.console = Console(stderr=True)
         self.enabled = enabled
         self.live = None
@@ -51,9 +86,11 @@ class SearchConsole:
 
     def update(self, rows: list[dict], finished: dict | None = None) -> None:
         """Redraw with the current trial rows; ``finished``: the row of a trial that just ended."""
+        self._epochs_done = sum(int(r.get("epochs_run") or 0) for r in rows)
+        if self._first_epoch is None and self._epochs_done:
+            self._first_epoch = (time.perf_counter(), self._epochs_done)
         if not self.enabled:
             return
-        self._epochs_done = sum(int(r.get("epochs_run") or 0) for r in rows)
         if self.live is not None:
             self.live.update(self.table(rows))
             return
@@ -90,15 +127,24 @@ class SearchConsole:
         return self._best
 
     def eta(self, rows: list[dict]) -> float | None:
-        """Seconds left: epochs still to run (ASHA's average so far for trials not started) at
-        the observed wall time per epoch."""
-        if self._epochs_done == 0:
+        """Seconds left: the expected epochs still to run (:class:`Budget`) at the search's wall
+        time per epoch; None before any epoch."""
+        per_epoch = self.seconds_per_epoch(rows)
+        if per_epoch is None:
             return None
-        finished = [int(r["epochs_run"]) for r in rows if r["stop_reason"] != RUNNING]
-        per_trial = sum(finished) / len(finished) if finished else self.max_epochs
-        running_left = sum(self.max_epochs - int(r["epochs_run"] or 0) for r in rows if r["stop_reason"] == RUNNING)
-        left = running_left + max(0, self.num_samples - len(rows)) * per_trial
-        return left * (time.perf_counter() - self.t0) / self._epochs_done
+        left = sum(self.budget.left(int(r["epochs_run"] or 0)) for r in rows if r["stop_reason"] == RUNNING)
+        left += max(0, self.num_samples - len(rows)) * self.budget.left()
+        return left * per_epoch
+
+    def seconds_per_epoch(self, rows: list[dict]) -> float | None:
+        """Wall seconds per trial epoch of the whole search: measured since the first epoch once
+        as many epochs more as trials run at once have come in (start-up excluded); until then
+        the trials' own epoch time, shared by the trials that run at once."""
+        if self._first_epoch is not None and self._epochs_done - self._first_epoch[1] >= self.concurrency:
+            t, n = self._first_epoch
+            return (time.perf_counter() - t) / (self._epochs_done - n)
+        own = [float(r["epoch_seconds"]) for r in rows if r.get("epoch_seconds") not in (None, "")]
+        return sum(own) / len(own) / self.concurrency if own else None
 
     def table(self, rows: list[dict]) -> Table:
         t = Table(title=self.headline(rows), title_justify="left", expand=False)

@@ -39,6 +39,7 @@ from optuna.trial import TrialState  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 from eqsearch.config import RunConfig  # noqa: E402
@@ -48,7 +49,7 @@ from eqsearch.search import results as R  # noqa: E402
 from eqsearch.search.console import SearchConsole  # noqa: E402
 from eqsearch.errors import SpecError  # noqa: E402
 from eqsearch.search.space import SearchSpec, load_spec  # noqa: E402
-from eqsearch.search.tracking import REACH_TIMEOUT_S, Tracker, check_reachable, store_uri  # noqa: E402
+from eqsearch.search.tracking import REACH_TIMEOUT_S, Tracker, check_reachable, folder_store  # noqa: E402
 from eqsearch.training import LATEST, METRICS_FILE, read_metrics  # noqa: E402
 from eqsearch.run_folder import write_metrics  # noqa: E402
 from trainables import get_trainable  # noqa: E402
@@ -71,14 +72,54 @@ def quiet() -> None:
 
 
 # ---------------------------------------------------------------------- Optuna
+def _study_url(results: Path) -> str:
+    return f"sqlite:///{(Path(results) / R.OPTUNA_DB).resolve()}"
+
+
+class FolderStudyStorage(optuna.storages.RDBStorage):
+    """The Optuna study's database in a results folder (``optuna.db``). Unpickled from the
+    search state Tune saved, it stays closed (the path it names is where the folder was then)
+    until :meth:`open_in` opens it where the folder is now."""
+
+    def __init__(self, results: Path):
+        super().__init__(_study_url(results))
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def open_in(self, results: Path) -> None:
+        self.url = _study_url(results)
+        super().__setstate__(dict(self.__dict__))  # RDBStorage's: a new engine on that database
+
+
 class PruneAwareOptunaSearch(OptunaSearch):
     """OptunaSearch that tells a trial stopped before ``max_epochs`` as PRUNED and an errored
     trial as FAIL (Ray's tells both as COMPLETE with the last reported value)."""
 
-    def __init__(self, *args, max_epochs: int, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args, max_epochs: int, results: Path, **kwargs):
+        super().__init__(*args, storage=FolderStudyStorage(results), **kwargs)
         self._max_epochs = max_epochs
+        self._results = Path(results)  # where the study's database is (:meth:`relocate`)
         self._last_epoch: dict[str, int] = {}  # last epoch reported to Optuna, per trial
+
+    def relocate(self, results: Path) -> None:
+        """Open the study in ``results``, where the folder is now (a resume), now and at every
+        :meth:`restore`."""
+        self._results = Path(results)
+        self._open_study()
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's restore (the searcher state Tune saved), with the study opened in the results
+        folder where it is now."""
+        results = self._results
+        super().restore(checkpoint_path)
+        self._results = results
+        self._open_study()
+
+    def _open_study(self) -> None:
+        backend = getattr(self._ot_study._storage, "_backend", self._ot_study._storage)  # shared by every trial
+        for storage in {id(s): s for s in (self._storage, backend)}.values():
+            storage.open_in(self._results)
 
     def suggest(self, trial_id: str) -> dict | None:
         """Optuna's next configuration. An Optuna trial left RUNNING by a kill after the searcher's
@@ -134,9 +175,26 @@ class PruneAwareOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
+class FolderSearchGenerator(SearchGenerator):
+    """Tune's trial generator, except that the experiment it restores (Tune's saved state names
+    the storage path the results folder had then) creates its new trials where the folder is
+    now (:meth:`relocate`); Tune itself moves only the trials it restores."""
+
+    _storage_path: str | None = None
+
+    def relocate(self, storage_path: Path) -> None:
+        """``storage_path``: the folder holding the Tune experiment now (``RESULTS/tune``)."""
+        self._storage_path = Path(storage_path).as_posix()
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        if self._storage_path and self._experiment is not None:
+            self._experiment.storage.storage_fs_path = self._storage_path  # the spec holds the same object
+
+
 def load_study(results: Path, name: str) -> optuna.Study:
     """The Optuna study of a search (trial states, parameters, values)."""
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{(Path(results) / R.OPTUNA_DB).resolve()}")
+    return optuna.load_study(study_name=name, storage=_study_url(results))
 
 
 # ---------------------------------------------------------------------- recording
@@ -179,7 +237,7 @@ class SearchRecorder(tune.Callback):
         self.study = load_study(self.results, self.spec.name)
         s = self.spec.search
         self.console = SearchConsole(self.spec.name, s["metric"], s["mode"], s["num_samples"], self.spec.max_epochs,
-                                     s["max_concurrent"], enabled=self.show)
+                                     s["max_concurrent"], enabled=self.show, asha=self.spec.asha)
         self.tracker = Tracker(self.uri, self.spec.tracking["experiment"], self.parent, notify=self.console.note)
         if self.resumed:
             self.tracker.reopen()
@@ -220,7 +278,7 @@ class SearchRecorder(tune.Callback):
             if row.get("mlflow_run_id"):
                 self.tracker.discard(row["mlflow_run_id"])
             if row.get("trial_dir"):
-                shutil.rmtree(row["trial_dir"], ignore_errors=True)
+                shutil.rmtree(R.trial_folder(self.results, row), ignore_errors=True)
         for trial in trials:  # ended before a kill, after the last row update: no hook ran on resume
             row = self.rows.get(trial.trial_id)
             if row and row["stop_reason"] == R.RUNNING and trial.status in ("TERMINATED", "ERROR"):
@@ -274,7 +332,7 @@ class SearchRecorder(tune.Callback):
         if row is None:
             row = {"trial_id": trial.trial_id, "trial_name": str(trial), "status": "RUNNING",
                    "stop_reason": R.RUNNING, "reason": "", "epochs_run": 0, "max_epochs": self.spec.max_epochs,
-                   "time_total_s": 0.0, "trial_dir": trial.path, **{f"config.{k}": v for k, v in flat.items()}}
+                   "time_total_s": 0.0, "trial_dir": self._relative(trial.path), **{f"config.{k}": v for k, v in flat.items()}}
             self.rows[trial.trial_id] = row
         if trial.trial_id not in self.opened:  # once per driver session (re-opened after a resume)
             row["mlflow_run_id"] = self.tracker.trial_run(trial.trial_id, str(trial), flat)
@@ -282,6 +340,10 @@ class SearchRecorder(tune.Callback):
                 self._optuna_attr(trial.trial_id, MLFLOW_ATTR, row["mlflow_run_id"])
             self.opened.add(trial.trial_id)
         return row
+
+    def _relative(self, path: str) -> str:
+        """A trial folder as trials.csv stores it: relative to the results folder."""
+        return Path(path).resolve().relative_to(self.results.resolve()).as_posix()
 
     def _catch_up(self, last_chance: bool = False) -> None:
         """After an MLflow outage, once it answers (or, with ``last_chance``, one more try at the
@@ -300,8 +362,8 @@ class SearchRecorder(tune.Callback):
         """Make the trial folder's metrics.csv hold every epoch the trial ran. Tune copies a trial's
         files to its folder only now and then, so after a kill the copy can lag behind the
         checkpoints (which Tune writes with each report, and which carry the curve)."""
-        folder = Path(row.get("trial_dir") or "")
-        if not row.get("trial_dir") or not folder.is_dir():
+        folder = R.trial_folder(self.results, row)
+        if folder is None or not folder.is_dir():
             return
         have = read_metrics(folder)
         if len(have) >= int(row["epochs_run"] or 0):
@@ -319,7 +381,8 @@ class SearchRecorder(tune.Callback):
     def _history_of(self, row: dict) -> list[dict]:
         """Every epoch of a trial: its metrics.csv in the Tune folder, completed by what this
         driver received (Tune syncs the folder with each checkpoint)."""
-        epochs = {int(m["epoch"]): m for m in read_metrics(row["trial_dir"])} if row.get("trial_dir") else {}
+        folder = R.trial_folder(self.results, row)
+        epochs = {int(m["epoch"]): m for m in read_metrics(folder)} if folder else {}
         epochs.update({int(m["epoch"]): m for m in self.history.get(row["trial_id"], [])})
         return [epochs[e] for e in sorted(epochs)]
 
@@ -338,8 +401,7 @@ class SearchRecorder(tune.Callback):
         else:
             reason, detail = R.stop_reason(int(row["epochs_run"] or 0), self.spec.max_epochs, error_text)
         row.update(status="ERROR" if error_text else "TERMINATED", stop_reason=reason, reason=detail)
-        self.tracker.end_trial(row["mlflow_run_id"], reason, detail, self._config(trial),
-                               self.history.get(trial.trial_id, []))
+        self.tracker.end_trial(row, self._config(trial), self.history.get(trial.trial_id, []))
         self._catch_up()
         self._save(finished=row)
 
@@ -351,7 +413,7 @@ class SearchRecorder(tune.Callback):
         detail = (f"interrupted ({self.interrupted}) after {epochs} of {self.spec.max_epochs} epochs; "
                   f"continue with: eqsearch resume {self.results}")
         row.update(status="INTERRUPTED", stop_reason=R.INTERRUPTED, reason=detail)
-        self.tracker.end_trial(row["mlflow_run_id"], R.INTERRUPTED, detail, self._config(trial), [])
+        self.tracker.end_trial(row, self._config(trial), [])
         self._optuna_attr(trial.trial_id, INTERRUPTED_ATTR, epochs)
         self._save(finished=row)
 
@@ -455,8 +517,7 @@ def _tuner(spec: SearchSpec, results: Path, recorder: SearchRecorder) -> tune.Tu
     sampler = (optuna.samplers.RandomSampler if s["sampler"] == "random" else optuna.samplers.TPESampler)(seed=s["seed"])
     searcher = PruneAwareOptunaSearch(
         space=spec.define_by_run(), metric=s["metric"], mode=s["mode"], sampler=sampler, study_name=spec.name,
-        storage=optuna.storages.RDBStorage(f"sqlite:///{(results / R.OPTUNA_DB).resolve()}"),
-        max_epochs=spec.max_epochs)
+        results=results, max_epochs=spec.max_epochs)
     if spec.asha:
         scheduler = ASHAScheduler(time_attr="epoch", max_t=spec.max_epochs, grace_period=spec.asha["grace_period"],
                                   reduction_factor=spec.asha["reduction_factor"])
@@ -465,8 +526,8 @@ def _tuner(spec: SearchSpec, results: Path, recorder: SearchRecorder) -> tune.Tu
     return tune.Tuner(
         _trainable(spec),
         param_space={BASE_KEY: spec.base},
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s["num_samples"],
-                                    max_concurrent_trials=s["max_concurrent"], metric=s["metric"], mode=s["mode"],
+        tune_config=tune.TuneConfig(search_alg=FolderSearchGenerator(ConcurrencyLimiter(searcher, s["max_concurrent"])),
+                                    scheduler=scheduler, num_samples=s["num_samples"], metric=s["metric"], mode=s["mode"],
                                     reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=spec.name, storage_path=str((results / R.TUNE_DIR).resolve()), verbose=0,
                                   callbacks=[recorder, JsonLoggerCallback(), CSVLoggerCallback()],
@@ -505,11 +566,12 @@ def run_search(spec: SearchSpec, results: Path, *, address: str | None = None, d
     created = not results.exists()
     results.mkdir(parents=True, exist_ok=True)
     started = False
-    uri = store_uri(results, spec.tracking["mlflow_uri"])
+    uri = spec.tracking["mlflow_uri"] or R.local_store_uri(results)
+    artifacts = None if spec.tracking["mlflow_uri"] else results / R.ARTIFACTS_DIR
     ray_session = RaySession(False, None)
     try:
         with ThreadPoolExecutor(1) as pool:  # a new SQLite store migrates for seconds: overlap it with ray.init
-            opening = pool.submit(Tracker, uri, spec.tracking["experiment"])
+            opening = pool.submit(Tracker, uri, spec.tracking["experiment"], artifacts=artifacts)
             ray_session = start_ray(address, dashboard, num_cpus)
             tracker = opening.result()
         quiet()  # again: ray.init configures its loggers
@@ -517,9 +579,10 @@ def run_search(spec: SearchSpec, results: Path, *, address: str | None = None, d
         spec.to_yaml(results / R.SPACE_FILE)
         parent = tracker.start_search(spec.name, {**spec.search, **spec.resources, "trainable": spec.trainable},
                                       results / R.SPACE_FILE)
-        tune_path = results / R.TUNE_DIR / spec.name
-        R.write_state(results, {"name": spec.name, "mlflow_uri": uri, "experiment": spec.tracking["experiment"],
-                                "parent_run_id": parent, "tune_path": str(tune_path)})
+        state = {"name": spec.name, "mlflow_uri": spec.tracking["mlflow_uri"], "experiment": spec.tracking["experiment"],
+                 "parent_run_id": parent, "tune_path": f"{R.TUNE_DIR}/{spec.name}"}  # paths relative to the folder
+        R.write_state(results, state)
+        tune_path = R.tune_path(results, state)
         started = True
         _announce(ray_session, uri, results, notify)
         recorder = SearchRecorder(spec, results, uri, parent, show)
@@ -590,7 +653,8 @@ def resume_search(results: Path, *, address: str | None = None, dashboard: bool 
     results = Path(results).resolve()
     state = R.read_state(results)
     spec = load_spec(results / R.SPACE_FILE)
-    tune_path = Path(state["tune_path"])
+    tune_path = R.tune_path(results, state)
+    uri = folder_store(results, state)
     if not tune.Tuner.can_restore(str(tune_path)):
         raise SpecError(f"{results}: the Tune experiment {tune_path} has no saved state yet; "
                         "allowed: a search that ran at least until its first trial started")
@@ -599,17 +663,21 @@ def resume_search(results: Path, *, address: str | None = None, dashboard: bool 
     quiet()
     try:
         check_resources(spec)
-        _announce(ray_session, state["mlflow_uri"], results, notify)
+        _announce(ray_session, uri, results, notify)
         # the param space comes from Tune's saved state: the base as the search started, even if
         # this eqsearch has config fields more (their defaults fill in)
         tuner = tune.Tuner.restore(str(tune_path), trainable=_trainable(spec), resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
         recorder = next(c for c in tuner._local_tuner.get_run_config().callbacks if isinstance(c, SearchRecorder))
+        recorder.results, recorder.uri = results, uri  # the folder may have moved since the state was saved
+        generator = tuner._local_tuner._tune_config.search_alg
+        generator.relocate(tune_path.parent)
+        generator.searcher.searcher.relocate(results)  # through the ConcurrencyLimiter
         with Interrupts(recorder, notify):
             tuner.fit()
     finally:
         ray_session.end()
-    return _outcome(spec, results, state["mlflow_uri"], tune_path, recorder.interrupted)
+    return _outcome(spec, results, uri, tune_path, recorder.interrupted)
 
 
 def _announce(ray_session: RaySession, uri: str, results: Path, notify) -> None:

@@ -7,6 +7,7 @@ analysis package read.
       trials.csv      one row per trial, rewritten live (see TRIAL_COLUMNS), durable across kills
       best.yaml       run config of the best trial (``eqsearch train --config best.yaml`` reruns it)
       mlflow.db       MLflow store (SQLite, written only by the driver) unless --mlflow-uri
+      mlartifacts/    that store's artifacts (config.yaml of every trial, the space, best.yaml)
       optuna.db       the Optuna study (trial states: COMPLETE / PRUNED / FAIL)
       tune/<name>/    Tune experiment: trial folders (config.yaml, metrics.csv, checkpoints,
                       error.txt), experiment state and searcher state (used by resume)
@@ -15,6 +16,11 @@ analysis package read.
 max_epochs``, the last reported metrics, ``time_total_s`` (training cost in seconds),
 ``mlflow_run_id``, ``trial_dir``, then ``config.<field>`` for every field of the trial's run
 config. ``stop_reason`` is one of STOP_REASONS.
+
+The folder can be copied, moved or archived: every path it stores is relative to it
+(``search.json``'s ``tune_path``, ``trials.csv``'s ``trial_dir``; ``mlflow_uri`` is null for
+the local store), and MLflow's own absolute artifact paths are re-pointed at the folder
+whenever the store is opened from it (:func:`eqsearch.search.tracking.folder_store`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ STATE_FILE = "search.json"
 TRIALS_FILE = "trials.csv"
 BEST_FILE = "best.yaml"
 MLFLOW_DB = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
 OPTUNA_DB = "optuna.db"
 TUNE_DIR = "tune"
 
@@ -103,6 +110,21 @@ def read_state(results: str | Path) -> dict:
 
 def write_state(results: str | Path, state: dict) -> None:
     Path(results, STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def local_store_uri(results: str | Path) -> str:
+    """The URI of the SQLite MLflow store inside a results folder, where it is now."""
+    return f"sqlite:///{(Path(results) / MLFLOW_DB).resolve()}"
+
+
+def tune_path(results: str | Path, state: dict) -> Path:
+    """The Tune experiment folder of the search (``state``: :func:`read_state`)."""
+    return Path(results).resolve() / state["tune_path"]
+
+
+def trial_folder(results: str | Path, row: dict) -> Path | None:
+    """The Tune folder of a trial of ``trials.csv`` (None before Tune made one)."""
+    return Path(results).resolve() / row["trial_dir"] if row.get("trial_dir") else None
 
 
 def best_row(rows: list[dict], metric: str, mode: str) -> dict | None:

@@ -2,7 +2,8 @@
 
 One parent run per search; one nested run per trial (tag ``mlflow.parentRunId``), holding the
 trial's full run config as params, every epoch's metrics (step = epoch), the tags
-``eqsearch.trial_id``, ``eqsearch.stop_reason`` and ``eqsearch.reason``, and at the end the
+``eqsearch.trial_id``, ``eqsearch.trial_name``, ``eqsearch.stop_reason`` and ``eqsearch.reason``
+(the run's name then says how the trial ended: :func:`run_name`), and at the end the
 trial's ``config.yaml`` and, when the GDU check ran, ``gdu.png``. After a resume, trials keep
 their run (found again by ``eqsearch.trial_id``) instead of getting a duplicate.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sqlite3
 import tempfile
 import time
 import urllib.error
@@ -20,13 +23,16 @@ from typing import Callable
 
 from eqsearch.config import RunConfig
 from eqsearch.errors import SpecError
-from eqsearch.search.results import ASHA_STOPPED, COMPLETED, INTERRUPTED, MLFLOW_DB, RUNNING
+from eqsearch.search.results import (ARTIFACTS_DIR, ASHA_STOPPED, COMPLETED, INTERRUPTED, MLFLOW_DB, RUNNING,
+                                    local_store_uri)
 
 # an unreachable server fails a call in seconds, not after minutes of retries with back-off
 for _k, _v in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}.items():
     os.environ.setdefault(_k, _v)
 
 TRIAL_TAG = "eqsearch.trial_id"
+TRIAL_NAME_TAG = "eqsearch.trial_name"  # the run name changes when the trial ends (:func:`run_name`)
+STOP_TAG, REASON_TAG = "eqsearch.stop_reason", "eqsearch.reason"
 GDU_METRICS = ("gdu_rel_error", "gdu_sign_error", "gdu_angle")
 REACH_TIMEOUT_S = 5.0  # the start-up check of a tracking server
 RETRY_S = 15.0  # while MLflow is unreachable, try it again at most this often
@@ -37,9 +43,44 @@ def quiet() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def store_uri(results: Path, uri: str | None) -> str:
-    """``uri`` if given, else a SQLite database in the results folder."""
-    return uri or f"sqlite:///{(Path(results) / MLFLOW_DB).resolve()}"
+# an artifact location in a local store: <results>/mlartifacts (an experiment's) or
+# <results>/mlartifacts/<run id>/artifacts (a run's)
+_LOCAL_ARTIFACT = re.compile(r"^(?:file://)?(?P<root>.*)/" + ARTIFACTS_DIR + r"(?P<rest>/[0-9a-f]+/artifacts)?$")
+
+
+def runs_page(results: Path, state: dict, metric: str, mode: str) -> str:
+    """The MLflow UI's address (after host and port) of the search's runs, best ``metric``
+    first: the model-training view (the UI opens on GenAI's otherwise), every trial in one
+    flat list (the UI nests child runs only when they are sorted by date)."""
+    with sqlite3.connect(Path(results) / MLFLOW_DB) as con:
+        found = con.execute("SELECT experiment_id FROM experiments WHERE name = ?", (state["experiment"],)).fetchone()
+    con.close()
+    order = f"orderByKey=metrics.%60{metric}%60&orderByAsc={'true' if mode == 'min' else 'false'}"
+    return f"/#/experiments/{found[0]}/runs?workflowType=machine_learning&{order}" if found else "/"
+
+
+def folder_store(results: Path, state: dict) -> str:
+    """The MLflow URI of the search in a results folder (``state``: its ``search.json``): the
+    tracking server it logged to, or its local SQLite store, opened where the folder is now.
+
+    MLflow writes artifact locations into its store as absolute paths; those of the folder's
+    own ``mlartifacts/`` that point elsewhere (the folder was copied or moved) are re-pointed
+    here first, so that the UI, ``summarize --from-mlflow`` and ``resume`` find the artifacts."""
+    if state.get("mlflow_uri"):
+        return state["mlflow_uri"]
+    results = Path(results).resolve()
+    db = results / MLFLOW_DB
+    if db.is_file():
+        here = (results / ARTIFACTS_DIR).as_uri()
+        with sqlite3.connect(db) as con:
+            for table, key, column in (("experiments", "experiment_id", "artifact_location"),
+                                       ("runs", "run_uuid", "artifact_uri")):
+                for k, location in con.execute(f"SELECT {key}, {column} FROM {table}").fetchall():
+                    m = _LOCAL_ARTIFACT.match(location or "")
+                    if m and Path(m["root"]) != results:
+                        con.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", (here + (m["rest"] or ""), k))
+        con.close()
+    return local_store_uri(results)
 
 
 def check_reachable(uri: str) -> None:
@@ -61,6 +102,19 @@ def status_of(reason: str) -> str:
     return {COMPLETED: "FINISHED", ASHA_STOPPED: "FINISHED", INTERRUPTED: "KILLED"}.get(reason, "FAILED")
 
 
+def run_name(row: dict) -> str:
+    """The MLflow run name of a trial (``row``: its trials.csv row): the trial name, and once it
+    ended, how: ``ep_1a2b · 8/8`` (completed: epochs run / budget), ``ep_1a2b · ASHA 2/8``
+    (stopped by ASHA after 2 of 8 epochs), ``ep_1a2b · diverged``; short enough for the UI's
+    name column, so that the run list tells ASHA-stopped trials from completed ones (both
+    FINISHED)."""
+    reason, name = row["stop_reason"], row["trial_name"]
+    if reason in (RUNNING, INTERRUPTED):  # resume continues it under its own name
+        return name
+    budget = f"{row['epochs_run']}/{row['max_epochs']}"
+    return f"{name} · " + {COMPLETED: budget, ASHA_STOPPED: f"ASHA {budget}"}.get(reason, reason)
+
+
 class Tracker:
     """The MLflow side of one search, as a recorder that never stops the search.
 
@@ -71,12 +125,12 @@ class Tracker:
     """
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str | None = None,
-                 notify: Callable[[str], None] = print):
+                 notify: Callable[[str], None] = print, artifacts: Path | None = None):
         import mlflow
         from mlflow.tracking import MlflowClient
 
         quiet()
-        self.uri, self.experiment, self.notify = uri, experiment, notify
+        self.uri, self.experiment, self.notify, self.artifacts = uri, experiment, notify, artifacts
         self.client = MlflowClient(uri)
         self.parent = parent_run_id
         self.runs: dict[str, str] = {}
@@ -87,7 +141,9 @@ class Tracker:
 
     def _open_experiment(self) -> None:
         exp = self.client.get_experiment_by_name(self.experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment)
+        # a new experiment in a local store keeps its artifacts in the results folder (``artifacts``)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
+            self.experiment, artifact_location=self.artifacts.resolve().as_uri() if self.artifacts else None)
         # model training, not GenAI: the MLflow UI opens the experiment on its runs
         self.client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
 
@@ -153,11 +209,11 @@ class Tracker:
         if trial_id in self.runs:
             run_id = self.runs[trial_id]
             if self.client.get_run(run_id).info.status != "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")
+                self.client.update_run(run_id, status="RUNNING", name=trial_name)
             return run_id
         run = self.client.create_run(self.experiment_id, run_name=trial_name,
                                      tags={"mlflow.parentRunId": self.parent, TRIAL_TAG: trial_id,
-                                           "eqsearch.stop_reason": RUNNING})
+                                           TRIAL_NAME_TAG: trial_name, STOP_TAG: RUNNING})
         run_id = run.info.run_id
         self.client.log_batch(run_id, params=_params(params))
         self.runs[trial_id] = run_id
@@ -177,17 +233,17 @@ class Tracker:
         for i in range(0, len(batch), 900):  # MLflow's batch limit is 1000 metrics
             self.client.log_batch(run_id, metrics=batch[i:i + 900])
 
-    def end_trial(self, run_id: str, reason: str, detail: str, cfg: RunConfig | None, history: list[dict]) -> None:
-        """Tags, artifacts and status (:func:`status_of`) of a trial that ended; ``cfg``: None for
-        an invalid one."""
-        if not run_id:
+    def end_trial(self, row: dict, cfg: RunConfig | None, history: list[dict]) -> None:
+        """Tags, name (:func:`run_name`), artifacts and status (:func:`status_of`) of the trial of
+        ``row`` (its trials.csv row) that ended; ``cfg``: None for an invalid one."""
+        if not row["mlflow_run_id"]:
             self.missed = True
             return
-        self._call("end a trial's run", self._end_trial, run_id, reason, detail, cfg, history)
+        self._call("end a trial's run", self._end_trial, row, cfg, history)
 
-    def _end_trial(self, run_id: str, reason: str, detail: str, cfg: RunConfig | None, history: list[dict]) -> None:
-        self.client.set_tag(run_id, "eqsearch.stop_reason", reason)
-        self.client.set_tag(run_id, "eqsearch.reason", detail)
+    def _end_trial(self, row: dict, cfg: RunConfig | None, history: list[dict]) -> None:
+        run_id, reason = row["mlflow_run_id"], row["stop_reason"]
+        self._tag_end(run_id, row)
         if reason != INTERRUPTED and cfg is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 cfg.to_yaml(Path(tmp) / "config.yaml")
@@ -196,6 +252,11 @@ class Tracker:
                     plot_gdu_history(history, Path(tmp) / "gdu.png")
                     self.client.log_artifact(run_id, str(Path(tmp) / "gdu.png"))
         self.client.set_terminated(run_id, status_of(reason))
+
+    def _tag_end(self, run_id: str, row: dict) -> None:
+        self.client.set_tag(run_id, STOP_TAG, row["stop_reason"])
+        self.client.set_tag(run_id, REASON_TAG, row["reason"])
+        self.client.update_run(run_id, name=run_name(row))
 
     def discard(self, run_id: str) -> None:
         """Delete the run of a trial that is not part of the search (lost in a kill, re-run)."""
@@ -241,8 +302,7 @@ class Tracker:
             self._log_epochs(run_id, missing)
             epochs += len(missing)
             if row["stop_reason"] != RUNNING:
-                self.client.set_tag(run_id, "eqsearch.stop_reason", row["stop_reason"])
-                self.client.set_tag(run_id, "eqsearch.reason", row["reason"])
+                self._tag_end(run_id, row)
                 if self.client.get_run(run_id).info.status != status_of(row["stop_reason"]):
                     self.client.set_terminated(run_id, status_of(row["stop_reason"]))
         if created or epochs:
