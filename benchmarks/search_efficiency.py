@@ -1,0 +1,127 @@
+"""Search efficiency: this platform's search (Optuna TPE + ASHA, the settings of
+search_spaces/quickstart.yaml) against random search without early stopping, on the quickstart's
+digits MLP space, with the same number of trials, the same CPUs (2 trials at a time, 1 CPU each)
+and the same seeds. Every search runs through `eqsearch search` in its own process.
+
+For each method it prints, as medians over the repeats, the best test accuracy any trial had
+reported by a given wall time since the search started (Tune's per-report timestamps), the
+time each method took to reach a common target (the lower of the two methods' median final
+best, so that both reach it), and the ratio of those times (random / TPE + ASHA: > 1 means the
+platform's search gets there sooner).
+
+    .venv/bin/python benchmarks/search_efficiency.py [--repeats 3] [--num-samples 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = ROOT / "search_spaces" / "quickstart.yaml"
+METHODS = {"tpe+asha": {}, "random": {"sampler": "random", "scheduler": None}}
+
+
+def space_file(folder: Path, method: str, seed: int, num_samples: int) -> Path:
+    """The quickstart space as ``method`` searches it, with ``seed`` and ``num_samples``."""
+    tree = yaml.safe_load(SPACE.read_text())
+    tree["name"] = f"efficiency-{method.replace('+', '-')}"
+    settings = dict(METHODS[method])
+    if "scheduler" in settings:
+        tree["scheduler"] = settings.pop("scheduler")
+    tree["search"].update(seed=seed, num_samples=num_samples, **settings)
+    path = folder / f"{tree['name']}-{seed}.yaml"
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+    return path
+
+
+def best_so_far(results: Path, name: str) -> list[tuple[float, float]]:
+    """(seconds since the search started, best test_acc reported by then), one point per new best."""
+    t0 = (results / "search.json").stat().st_mtime  # written just before Tune starts the trials
+    reports = []
+    for path in (results / "tune" / name).glob("*/result.json"):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                if r.get("test_acc") is not None:
+                    reports.append((r["timestamp"] - t0, r["test_acc"]))
+    curve, best = [], float("-inf")
+    for t, acc in sorted(reports):
+        if acc > best:
+            best = acc
+            curve.append((max(t, 0.0), acc))
+    return curve
+
+
+def value_at(curve: list[tuple[float, float]], t: float) -> float | None:
+    vals = [acc for s, acc in curve if s <= t]
+    return vals[-1] if vals else None
+
+
+def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
+    return next((s for s, acc in curve if acc >= target), None)
+
+
+def run(method: str, seed: int, num_samples: int) -> tuple[list[tuple[float, float]], float]:
+    """One search: its best-so-far curve and its wall time (seconds)."""
+    exe = Path(sys.executable).with_name("eqsearch")
+    with tempfile.TemporaryDirectory(prefix="eqs-eff-") as tmp:
+        space = space_file(Path(tmp), method, seed, num_samples)
+        results = Path(tmp) / "results"
+        subprocess.run([str(exe), "search", str(space), "--results", str(results), "--no-dashboard", "--quiet"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        name = yaml.safe_load(space.read_text())["name"]
+        curve = best_so_far(results, name)
+        rows = (results / "trials.csv").read_text().splitlines()
+        wall = max(json.loads(line)["timestamp"] for p in (results / "tune" / name).glob("*/result.json")
+                   for line in p.read_text().splitlines() if line.strip()) - (results / "search.json").stat().st_mtime
+        print(f"  {method:9s} seed {seed}: best {curve[-1][1]:.4f} at {curve[-1][0]:.0f} s, {len(rows) - 1} trials "
+              f"in {wall:.0f} s", flush=True)
+        return curve, wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--num-samples", type=int, default=24)
+    args = ap.parse_args()
+    curves: dict[str, list] = {m: [] for m in METHODS}
+    walls: dict[str, list] = {m: [] for m in METHODS}
+    for seed in range(args.repeats):
+        print(f"repeat {seed + 1}/{args.repeats}", flush=True)
+        for method in METHODS:
+            curve, wall = run(method, seed, args.num_samples)
+            curves[method].append(curve)
+            walls[method].append(wall)
+    horizon = min(min(w) for w in walls.values())  # every search of both methods ran this long
+    marks = [horizon * f for f in (0.25, 0.5, 0.75, 1.0)]
+    print(f"\nbest test_acc reached by wall time (median of {args.repeats} repeats; {args.num_samples} trials each):")
+    print("method      " + "".join(f"{m:>9.0f} s" for m in marks) + "   final    wall")
+    finals = {}
+    for method in METHODS:
+        cells = []
+        for t in marks:
+            vals = [v for v in (value_at(c, t) for c in curves[method]) if v is not None]
+            cells.append(f"{statistics.median(vals):>11.4f}" if vals else f"{'-':>11s}")
+        finals[method] = statistics.median(c[-1][1] for c in curves[method])
+        print(f"{method:10s}" + "".join(cells) + f"  {finals[method]:.4f}  {statistics.median(walls[method]):5.0f} s")
+    target = min(finals.values())
+    times = {}
+    for method in METHODS:
+        reached = [time_to(c, target) for c in curves[method]]
+        times[method] = statistics.median(t if t is not None else float("inf") for t in reached)
+        print(f"time to test_acc {target:.4f}, {method}: median {times[method]:.0f} s "
+              f"(per repeat: {', '.join('-' if t is None else f'{t:.0f}' for t in reached)})")
+    ratio = times["random"] / times["tpe+asha"] if times["tpe+asha"] > 0 else float("inf")
+    print(f"ratio random / tpe+asha: {ratio:.2f} (> 1: the platform's search reaches it sooner)")
+
+
+if __name__ == "__main__":
+    main()
