@@ -249,16 +249,38 @@ def test_cli_summarize_report_compare(results, tmp_path):
     r = runner.invoke(main, ["report", str(results), "--out", str(tmp_path / "rep" / "report.html")])
     assert r.exit_code == 0, r.output
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert page.count("<img src='plots/") == 6 and "<h2>by_estimator_beta</h2>" in page
+    assert page.count("<img src='data:image/png;base64,") == 6 and "<h2>by_estimator_beta</h2>" in page
+    assert "src='plots/" not in page
+    r = runner.invoke(main, ["report", str(results), "--out", str(tmp_path / "rep" / "report.md")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "rep" / "report.md").read_text().count("](plots/") == 6  # Markdown links the files
 
     uri = R.local_store_uri(results)
-    r = runner.invoke(main, ["compare", str(results), "mlflow:analysis-test", "--mlflow-uri", uri,
-                             "--out", str(tmp_path / "cmp")])
-    assert r.exit_code == 0, r.output
-    table = pd.read_csv(tmp_path / "cmp" / "by_estimator_beta.csv")
+    out = tmp_path / "cmp"
+    (tmp_path / "cwd").mkdir()
+    with runner.isolated_filesystem(temp_dir=tmp_path / "cwd") as cwd:
+        r = runner.invoke(main, ["compare", str(results), "mlflow:analysis-test", "--mlflow-uri", uri,
+                                 "--top", "2", "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        assert list(Path(cwd).iterdir()) == []  # nothing in the current folder
+    table = pd.read_csv(out / "by_estimator_beta.csv")
     assert set(table["search"]) == {"analysis-test#1", "analysis-test#2"}
     a, b = (table[table["search"] == s].drop(columns="search").reset_index(drop=True) for s in sorted(set(table["search"])))
     pd.testing.assert_frame_equal(a, b)
+    top = pd.read_csv(out / "top_trials.csv")  # the top 2 of each search, among those that ran every epoch
+    full = sum(len(t["reports"]) == EPOCHS for t in raw_trials(results).values())
+    assert list(top.groupby("search").size()) == [min(2, full)] * 2 and (top["epochs_run"] == EPOCHS).all()
+    for name in ("plots/best_so_far.png", "plots/metric_distribution.png", "report.html", "summary.md"):
+        assert (out / name).stat().st_size > 0 and name in r.output, name
+    assert (out / "report.html").read_text().count("<img src='data:image/png;base64,") == 2
+    assert f"in {out}" in r.output
+
+    r = runner.invoke(main, ["compare", "mlflow:analysis-test", str(results), "--mlflow-uri", uri])
+    assert r.exit_code == 2 and "--out DIR" in r.output  # no results folder to default to
+    r = runner.invoke(main, ["compare", str(results), "mlflow:analysis-test", "--mlflow-uri", uri])
+    assert r.exit_code == 0, r.output
+    assert (results / "comparison" / "report.html").is_file()  # the default: FIRST_SOURCE/comparison
+    shutil.rmtree(results / "comparison")
 
 
 def test_bad_input_is_one_error_line(results, tmp_path):
@@ -296,3 +318,207 @@ def test_by_sparse_coding_groups_lca_trials_by_mode_and_lambda():
     assert table.loc[("learn", "[0.5, 1)"), "mean_test_lca_sparsity"] == 0.05
     assert table["n"].sum() == 4
     assert by_sparse_coding(trials.drop(columns="config.model.lca.lam"), "test_acc", []) is None
+
+
+# ---------------------------------------------------------------------- readable plots
+def shown_tick_labels(axis) -> list:
+    """The non-empty tick labels an Axis draws (ticks inside its view, major and minor), as of
+    the figure's last draw."""
+    lo, hi = sorted(axis.get_view_interval())
+    slack = 1e-9 * (hi - lo)
+    ticks = [t for t in axis.get_major_ticks() + axis.get_minor_ticks() if lo - slack <= t.get_loc() <= hi + slack]
+    return [lab for t in ticks for lab in (t.label1, t.label2) if lab.get_visible() and lab.get_text()]
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text.replace("\u2212", "-"))  # matplotlib writes negative numbers with a minus sign
+    except ValueError:
+        return False
+    return True
+
+
+def assert_readable(fig) -> None:
+    """Every visible axis of ``fig`` shows a scale (2+ labelled values, or the names of its
+    categories) and no two tick labels of the figure overlap."""
+    import itertools
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if not axis.get_visible():
+                continue
+            labels = shown_tick_labels(axis)
+            texts = [lab.get_text() for lab in labels]
+            assert len(labels) >= (2 if all(map(is_number, texts)) else 1), (ax.get_title() or ax.get_label(),
+                                                                             axis.axis_name, texts)
+            boxes += [(lab.get_text(), lab.get_window_extent(renderer)) for lab in labels]
+    for (ta, a), (tb, b) in itertools.combinations(boxes, 2):
+        overlap = a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+        assert not overlap, f"tick labels {ta!r} and {tb!r} overlap"
+
+
+def test_the_readability_check_catches_overlapping_ticks():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.set_xticks(np.linspace(0, 1, 40))
+    with pytest.raises(AssertionError, match="overlap"):
+        assert_readable(fig)
+    plt.close(fig)
+
+
+def synthetic_trials(betas) -> pd.DataFrame:
+    """Trials with a log-range β, an integer T2, a linear lr, categories and a conditional
+    category (``model.softmax`` only for ``cel``); every third trial stopped early."""
+    n = len(betas)
+    loss = ["mse", "cel"] * (n // 2) + ["mse"] * (n % 2)
+    return pd.DataFrame({
+        "trial_name": [f"t{i}" for i in range(n)], "search": "s",
+        "estimator": [("one_sided", "symmetric", "random_sign")[i % 3] for i in range(n)],
+        "epochs_run": [1 if i % 3 == 2 else 3 for i in range(n)], "max_epochs": 3,
+        "config.rule.beta": list(betas), "config.rule.T2": [4 + i % 9 for i in range(n)],
+        "config.optim.lrs[0]": np.linspace(0.1, 0.3, n), "config.model.loss": loss,
+        "config.model.softmax": [(i % 4 == 1) if loss[i] == "cel" else None for i in range(n)],
+        "test_acc": np.random.default_rng(0).uniform(0.1, 0.9, n)})
+
+
+def test_parallel_coordinates_give_every_axis_its_own_scale():
+    import matplotlib.pyplot as plt
+
+    from analysis.plots import parallel_coordinates
+
+    trials = synthetic_trials(np.geomspace(1e-3, 1.0, 12))
+    searched = ["config.model.loss", "config.model.softmax", "config.optim.lrs[0]", "config.rule.T2",
+                "config.rule.beta"]
+    fig = parallel_coordinates(trials, "test_acc", "max", searched, "synthetic")
+    host, *axes = fig.axes
+    fig.canvas.draw()
+    assert [a.get_label() for a in axes] == [*searched, "test_acc"]  # one axis per column, in order
+    names = [t.get_text() for t in host.get_xticklabels()]
+    for i, (ax, name) in enumerate(zip(axes, names)):
+        col = ax.get_label()
+        texts = [t.get_text() for t in shown_tick_labels(ax.yaxis)]
+        assert name.startswith(col.removeprefix("config.")) and len(texts) >= 2, (col, texts)
+        assert (ax.get_yscale() == "log") == (col == "config.rule.beta") == ("(log scale)" in name)
+        if col in ("config.model.loss", "config.model.softmax"):
+            assert texts == sorted(trials[col].dropna().astype(str).unique())  # the category names
+        else:
+            lo, hi = ax.get_ylim()
+            assert all(lo <= float(t) <= hi for t in texts)  # values in the column's own units
+        if col == "config.rule.T2":
+            assert all(float(t).is_integer() for t in texts)
+        # every line crosses this axis at its trial's value, read back on the axis' own scale
+        for line in host.get_lines():
+            row = trials[trials["trial_name"] == line.get_gid()].iloc[0]
+            height = line.get_ydata()[i]
+            if pd.isna(row[col]):
+                assert np.isnan(height)  # a conditional parameter the trial lacks: the line breaks
+                continue
+            value = ax.transData.inverted().transform(host.transData.transform((i, height)))[1]
+            if col in ("config.model.loss", "config.model.softmax"):
+                labels = dict(zip(ax.get_yticks(), [t.get_text() for t in ax.get_yticklabels()]))
+                assert labels[round(value)] == str(row[col])
+            else:
+                assert value == pytest.approx(float(row[col]), rel=1e-6)
+    stopped = (trials["epochs_run"] < trials["max_epochs"]).sum()
+    assert sum(line.get_linestyle() == "--" for line in host.get_lines()) == stopped  # dashed: stopped early
+    assert_readable(fig)
+    plt.close(fig)
+
+    # one value on an axis (e.g. one loss among the trials that reached the compared epoch): in the middle
+    one = trials.assign(**{"config.model.loss": "cel", "config.rule.T2": 7})
+    fig = parallel_coordinates(one, "test_acc", "max", ["config.model.loss", "config.rule.T2"], "one value")
+    fig.canvas.draw()
+    host, loss, t2, _ = fig.axes
+    assert [t.get_text() for t in shown_tick_labels(loss.yaxis)] == ["cel"]
+    values = [float(t.get_text()) for t in shown_tick_labels(t2.yaxis)]
+    assert len(values) >= 2 and min(values) < 7 < max(values)  # a scale around the one value
+    assert all(list(line.get_ydata()[:2]) == [0.5, 0.5] for line in host.get_lines())
+    assert_readable(fig)
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("betas", [np.geomspace(1e-4, 1.0, 12), np.linspace(0.13, 0.7, 12)])
+def test_beta_axis_has_a_few_plain_log_ticks_and_hollow_marks_for_stopped_trials(betas):
+    import matplotlib.pyplot as plt
+
+    from analysis.plots import metric_vs_beta
+
+    trials = synthetic_trials(betas)
+    fig = metric_vs_beta(trials, "test_acc", "synthetic")
+    ax, = fig.axes
+    fig.canvas.draw()
+    assert ax.get_xscale() == "log" and "log scale" in ax.get_xlabel()
+    texts = [t.get_text() for t in shown_tick_labels(ax.xaxis)]
+    assert 2 <= len(texts) <= 6 and all(float(t) > 0 for t in texts), texts  # plain numbers, no minor labels
+    hollow = sum(len(c.get_offsets()) for c in ax.collections if len(c.get_facecolors()) == 0)
+    assert hollow == (trials["epochs_run"] < trials["max_epochs"]).sum()
+    assert_readable(fig)
+    plt.close(fig)
+
+
+def test_every_plot_of_a_search_and_of_a_comparison_is_readable(search):
+    import matplotlib.pyplot as plt
+
+    from analysis.load import combine
+    from analysis.plots import comparison_figures, search_figures
+
+    s = summarize(search.trials, search.curves, searched=search.searched())
+    figures, skipped = search_figures(search, s)
+    assert skipped == {} and len(figures) == 6
+    imp = figures["importance"]
+    assert len(imp.axes) == 1 and imp.axes[0].get_xlim() == (0, 1) and "fANOVA" in imp.axes[0].get_xlabel()
+    assert [t.get_text() for t in imp.axes[0].get_yticklabels()][::-1] == [
+        p.removeprefix("config.") for p in s.tables["param_importance"]["parameter"]]
+    angle = figures["metric_vs_angle"]  # one panel per angle, each with its own x quantity
+    assert len({ax.get_xlabel() for ax in angle.axes}) == len(angle.axes) == 2
+
+    trials, curves = combine([search, search])
+    both = summarize(trials, curves, searched=search.searched(), extra=["search"])
+    compared, skipped = comparison_figures(trials, both, "max")
+    assert skipped == {} and set(compared) == {"best_so_far", "metric_distribution"}
+    best = max(search.trials["test_acc"])
+    for ax in compared["best_so_far"].axes[:2]:  # trial number | cumulative training time
+        lines = ax.get_lines()
+        assert len(lines) == 2 and all(line.get_ydata()[-1] == best for line in lines)
+    dist = compared["metric_distribution"].axes[0]
+    assert [t.get_text().split("\n")[0] for t in dist.get_xticklabels()] == ["analysis-test#1", "analysis-test#2"]
+    for name, fig in {**figures, **compared}.items():
+        try:
+            assert_readable(fig)
+        finally:
+            plt.close(fig)
+
+
+def test_report_page_shows_its_plots_in_a_browser_with_no_external_file(results, tmp_path):
+    """Headless Chromium opens the HTML report copied alone into an empty folder: every plot is
+    a data: URI that decodes to an image."""
+    import re
+    import subprocess
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).is_file():
+        pytest.skip("no Chromium here (/usr/bin/chromium): the browser check needs it")
+    r = CliRunner().invoke(main, ["report", str(results), "--out", str(tmp_path / "made" / "report.html")])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "made" / "report.html").read_text()
+    assert not re.search(r"<(link|script)\b", page)  # no external style or script either
+    assert all(v.startswith("data:image/png;base64,") for v in re.findall(r"(?:src|href)='([^']*)'", page))
+    probe = ("<script>addEventListener('load', () => { const p = document.createElement('pre'); p.id = 'probe';"
+             "p.textContent = JSON.stringify([...document.images].map(i => [i.src.slice(0, 22), i.complete,"
+             " i.naturalWidth])); document.body.appendChild(p); });</script></body>")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "report.html").write_text(page.replace("</body>", probe))
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--disable-component-update", "--no-first-run", "--disable-sync",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", (alone / "report.html").as_uri()],
+                         capture_output=True, text=True, timeout=60).stdout
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom)
+    assert found, dom[-2000:]
+    images = json.loads(found.group(1))
+    assert len(images) == 6
+    assert all(src == "data:image/png;base64," and done and width > 0 for src, done, width in images), images

@@ -129,7 +129,8 @@ def summarize(source: str, mlflow_uri, from_mlflow, metric, completed_only, top,
               help="the page: .html or .md (default SOURCE/analysis/report.html)")
 @clean_errors
 def report(source: str, mlflow_uri, from_mlflow, metric, completed_only, top, at_epoch, out) -> None:
-    """One HTML (or Markdown, with --out X.md) page with a search's tables and plots."""
+    """One page with a search's tables and plots: self-contained HTML (plots embedded), or Markdown
+    linking the plot files with --out X.md."""
     from analysis.report import write_report
 
     search = load(source, mlflow_uri, from_mlflow)
@@ -144,24 +145,37 @@ def report(source: str, mlflow_uri, from_mlflow, metric, completed_only, top, at
 @click.argument("sources", nargs=-1, required=True)
 @source_options
 @table_options
-@click.option("--out", type=click.Path(path_type=Path), default=Path("comparison"), show_default=True,
-              help="folder of the CSV and Markdown files")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="folder of the tables, plots and page (default: FIRST_SOURCE/comparison when the first "
+                   "source is a results folder; required otherwise)")
 @clean_errors
 def compare(sources: tuple[str, ...], mlflow_uri, from_mlflow, metric, completed_only, top, at_epoch, out) -> None:
-    """The summary tables of several searches side by side (results folders or mlflow:EXPERIMENT)."""
+    """Compare several searches (results folders or mlflow:EXPERIMENT): the summary tables side by side
+    (one group per search) and the top trials of each search (CSV + summary.md), plots of the best
+    metric so far against the trial number and the cumulative training time and of the metric per
+    search at the compared epoch (plots/*.png), and a self-contained report.html, all in --out."""
     from analysis.load import combine
-    from analysis.tables import summarize as make, write_summary
+    from analysis.report import write_comparison
+    from analysis.tables import summarize as make
 
+    if out is None:
+        if not Path(sources[0]).is_dir():
+            fail(f"{sources[0]}: not a results folder, so there is no default output folder; allowed: "
+                 "--out DIR, or a results folder as the first source (default FIRST_SOURCE/comparison)")
+        out = Path(sources[0]) / "comparison"
     searches = [load(s, mlflow_uri, from_mlflow) for s in sources]
     trials, curves = combine(searches)
-    summary = make(trials, curves, metric or searches[0].metric, searches[0].mode,
-                   searched=sorted({c for s in searches for c in s.searched()}), extra=["search"],
-                   completed_only=completed_only, top=top, epoch=at_epoch)
+    searched = sorted({c for s in searches for c in s.searched()})
+    summary = make(trials, curves, metric or searches[0].metric, searches[0].mode, searched=searched,
+                   extra=["search"], completed_only=completed_only, top=top, epoch=at_epoch)
     for label, s in zip(trials.drop_duplicates("search")["search"], searches):
         click.echo(f"{label}: {s.source}")
+    paths, skipped = write_comparison(summary, trials, searches[0].mode, searched, top, completed_only,
+                                      "Comparison of " + ", ".join(s.name for s in searches), out)
     show(summary, f"{len(searches)} searches")
-    paths = write_summary(summary, out, "Comparison of " + ", ".join(s.name for s in searches))
-    click.echo(f"tables: {paths[-1]} and {len(paths) - 1} CSV files beside it")
+    for name, why in skipped.items():
+        click.echo(f"plot {name} skipped: {why}")
+    click.echo(f"wrote {len(paths)} files in {out}: " + ", ".join(str(p.relative_to(out)) for p in paths))
 
 
 @main.command()
