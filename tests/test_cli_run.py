@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -81,19 +82,72 @@ def test_errors_exit_2_with_one_clear_line(argv, message):
     assert "Traceback" not in r.output
 
 
-def test_help_lists_native_and_seed_flags():
-    r = run("train", "--help")
-    assert r.exit_code == 0
-    for flag in ("--config", "--set", "--data-root", "--max-batches", "--thirdphase", "--betas", "--load-path"):
-        assert flag in r.output
+def help_rows(command):
+    """{flag: description} of the flag rows of ``eqsearch COMMAND --help`` (click's layout: a row at
+    indent 2, its description after the flag and its value, or from the next line when they are long,
+    continued on lines indented to the description column)."""
+    r = run(command, "--help")
+    assert r.exit_code == 0, r.output
+    rows, flag = {}, None
+    for line in r.output.splitlines():
+        m = re.match(r"^  (-[^ ,]+(?:, -[^ ,]+)*)(.*)$", line)
+        if m:
+            flag = m.group(1).split(", ")[-1]
+            rows[flag] = re.split(r" {2,}", m.group(2), maxsplit=1)[1:]
+        elif flag and line.startswith(" " * 10):
+            rows[flag].append(line.strip())
+        else:
+            flag = None
+    return r.output, {flag: " ".join(parts) for flag, parts in rows.items()}
+
+
+TRAIN_ONLY_ARGV = [["--resume", "runs/x"], ["--epochs", "3"], ["--max-batches", "2"], ["--quiet"],
+                   ["--todo", "train"], ["--save"], ["--lr-decay"], ["--action", "train"], ["--log_dir", "x"]]
+
+
+@pytest.mark.parametrize("command", ["train", "gducheck"])
+def test_run_command_help_is_clicks_with_a_description_for_every_flag(command):
+    text, rows = help_rows(command)
+    assert text.startswith(f"Usage: eqsearch {command} [OPTIONS]\n")
+    headings = ["Options (eqsearch's own):", "Code base A flags (Laborieux et al., reference §2.10):",
+                "Code base B flags (Ernoult et al., continual EP / C-VF, reference §3.9):",
+                "Code base C flags (smonsays, energies and presets, reference §4.10):",
+                "Code base D flags (EPLCANet, LCA-CNN, reference §5.8):", "Run config fields (--set FIELD=VALUE"]
+    at = [text.find(h) for h in headings]
+    assert -1 not in at and at == sorted(at), at
+    assert "\n  rule.T1 " in text  # the fields --set takes
+    assert len(rows) > 60
+    assert {"--config", "--set", "--help", "--T1", "--size_tab", "--energy", "--lca_feats"} <= set(rows)
+    assert [flag for flag, description in rows.items() if not description] == []
+    assert rows["--T1"].startswith("free-phase steps (rule.T1)")
+    assert "continual EP (§2.8)" in rows["--alg"] and "rule.alg" in rows["--alg"]
+
+
+def test_gducheck_lists_only_its_own_flags():
+    _, train_rows = help_rows("train")
+    _, gdu_rows = help_rows("gducheck")
+    assert set(gdu_rows) < set(train_rows)
+    for argv in TRAIN_ONLY_ARGV:
+        assert argv[0] in train_rows and argv[0] not in gdu_rows
+    assert {"--out", "--load-path", "--T1", "--T2", "--betas", "--thirdphase", "--alg", "--cep", "--mbs"} <= set(gdu_rows)
+
+
+@pytest.mark.parametrize("argv", TRAIN_ONLY_ARGV, ids=lambda argv: argv[0])
+def test_a_train_only_flag_given_to_gducheck_fails_naming_the_flag_and_the_command(argv):
+    r = run("gducheck", "--task", "digits", *argv, "--T1", 5)
+    assert r.exit_code == 2, r.output
+    assert f"Error: {argv[0]}: not a flag of eqsearch gducheck" in r.output
+    assert r.output.startswith("Usage: eqsearch gducheck [OPTIONS]") and "Traceback" not in r.output
 
 
 def test_the_cli_imports_no_heavy_library_until_a_command_needs_it():
-    """``eqsearch --help`` (and every command's help) starts without torch, Ray, MLflow or pandas."""
+    """``eqsearch --help`` and the run commands' help start without torch, Ray, MLflow or pandas."""
     import subprocess
     import sys
 
-    code = ("import sys; from eqsearch.cli import main; "
+    code = ("import sys, contextlib, io; from eqsearch.cli import main\n"
+            "for argv in (['--help'], ['train', '--help'], ['gducheck', '--help']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit): main(argv)\n"
             "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'pandas', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -107,6 +161,6 @@ def test_task_names_are_one_list_in_any_letter_case(tmp_path):
         assert config_from_args(parse(parser, ["--task", spelled])).data.dataset == "fashion_mnist"
     r = CliRunner().invoke(main, ["train", "--task", "SVHN"])
     assert r.exit_code == 2 and "got 'SVHN'; allowed: MNIST, CIFAR10, FashionMNIST, digits" in r.output
-    assert "{MNIST,CIFAR10,FashionMNIST,digits}" in CliRunner().invoke(main, ["train", "--help"]).output
+    assert "--task [MNIST|CIFAR10|FashionMNIST|digits]" in CliRunner().invoke(main, ["train", "--help"]).output
     r = CliRunner().invoke(main, ["status", str(tmp_path)])
     assert r.exit_code == 2 and "not the results folder of a search" in r.output

@@ -61,8 +61,12 @@ def run_training(cfg: RunConfig, out: Path, resume: bool = False, quiet: bool = 
     return history
 
 
-TRAIN_HELP = """Train one network. Examples:
+TRAIN_HELP = """Train one network.
 
+Flags: eqsearch's own, or one code base's as it spells them (A / D, B or C; see the sections
+below), then --set for any run config field.
+
+\b
   eqsearch train                                   # digits MLP on the embedded defaults
   eqsearch train --config run.yaml --set rule.beta=0.2
   eqsearch train --model MLP --task MNIST --archi 784 512 10 --act mysig --todo train \\
@@ -71,12 +75,10 @@ TRAIN_HELP = """Train one network. Examples:
 """
 
 
-@main.command(context_settings=PASSTHROUGH, add_help_option=False)
+@main.command(help=TRAIN_HELP, context_settings=PASSTHROUGH, add_help_option=False)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 def train(argv: tuple[str, ...]) -> None:
-    """Train one network (flags: eqsearch train --help)."""
-    parser = build_parser("eqsearch train", TRAIN_HELP)
-    ns = parse(parser, list(argv))
+    ns = parse(build_parser("eqsearch train", TRAIN_HELP), list(argv))
     if ns.todo == "gducheck" or ns.action == "plotcurves":
         return _gducheck(ns)
     if ns.todo == "evaluate":
@@ -126,27 +128,36 @@ def evaluate(run_dir: Path, checkpoint: str, split: str, device: str | None, dat
     _evaluate(run_dir, checkpoint, split, device, data_root)
 
 
-GDU_HELP = """EP per-step updates vs truncated-BPTT gradients (GDU theorem), per layer.
+GDU_HELP = """Check EP's per-step updates against truncated-BPTT gradients (GDU theorem), per layer.
 
-  eqsearch gducheck --model MLP --task MNIST --archi 784 512 10 --act tanh \\
-      --betas 0.0 0.01 --T1 30 --T2 10 --mbs 50 --data-root DIR
-  eqsearch train --action plotcurves --batch-size 1 --size_tab 10 512 784 \\
-      --activation-function tanh --discrete --beta 0.01 --T 150 --Kmax 10   # code base B
 Writes into --out: gdu.csv (relative error, sign error and angle per layer), gdu_curves.csv
 (the per-step curves of 5 elements per layer: t, EP, BPTT) and gdu.png (those curves, neurons
 and synapses). --thirdphase adds the symmetric estimator; a continual rule (--cep, --alg CEP)
 applies each step's update with the run's learning rates (code base B's --cep --lr_tab).
-The batch: the first --mbs / --batch-size training samples (at most 20).
+The batch: the first --mbs / --batch-size training samples (at most 20). Flags of training
+only (the training loop, optimizer, estimator draws) are not taken.
+
+\b
+  eqsearch gducheck --model MLP --task MNIST --archi 784 512 10 --act tanh \\
+      --betas 0.0 0.01 --T1 30 --T2 10 --mbs 50 --data-root DIR
+  eqsearch train --action plotcurves --batch-size 1 --size_tab 10 512 784 \\
+      --activation-function tanh --discrete --beta 0.01 --T 150 --Kmax 10   # code base B
 """
+# flags that set what only training reads (its loop, optimizer, estimator draws, outputs): refused by gducheck
+TRAIN_ONLY = frozenset({
+    "--resume", "--epochs", "--max-batches", "--quiet",
+    "--todo", "--save", "--check-thm", "--lr-decay", "--data-aug", "--random-sign", "--optim", "--mmt", "--wds",
+    "--cep-debug",
+    "--action", "--randbeta", "--angle-grad", "--debug-cep", "--test-batch-size",
+    "--optimizer", "--log_dir",
+    "--lca_eta",
+})
 
 
-@main.command(context_settings=PASSTHROUGH, add_help_option=False)
+@main.command(help=GDU_HELP, context_settings=PASSTHROUGH, add_help_option=False)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 def gducheck(argv: tuple[str, ...]) -> None:
-    """Check EP updates against BPTT (flags: eqsearch gducheck --help)."""
-    parser = build_parser("eqsearch gducheck", GDU_HELP)
-    ns = parse(parser, list(argv))
-    _gducheck(ns)
+    _gducheck(parse(build_parser("eqsearch gducheck", GDU_HELP, refuse=TRAIN_ONLY), list(argv)))
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

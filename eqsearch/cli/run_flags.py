@@ -1,4 +1,4 @@
-"""Flags of the run commands (``train``, ``gducheck``): native options and code base A's flags.
+"""Flags of the run commands (``train``, ``gducheck``): eqsearch's own and the seed code bases'.
 
 Native: ``--config FILE`` (YAML run config), ``--set FIELD=VALUE`` (any dotted field,
 repeatable), ``--data-root``, ``--out``, ``--max-batches``, ``--device``, ``--threads``,
@@ -18,16 +18,25 @@ ignored, and ``--lrs`` / ``--wds`` start with the parameter-free identity synaps
 ``--dict_training ''`` with ``--model CNN`` is the plain RCNN. Runs with these flags hold out
 the half of the training set that ``eqsearch lca-pretrain`` learns on by default
 (``data.holdout`` 0.5, the split code base D meant).
+
+The flags are parsed by argparse (nargs lists such as ``--lrs 0.08 0.04``, the code bases' exact
+spellings) and their help is rendered by click (:class:`ClickStyleParser`), so that these commands
+read like every other one. One parser holds every flag; a command leaves out (``refuse``) the ones
+it does not read: they are not listed and fail with one error naming the flag and the command.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
-from eqsearch.config import ConfigError, RunConfig, from_dict, load_yaml, parse_assignment
+import click
+
+from eqsearch.config import OPTIMIZERS, ConfigError, RunConfig, field_help, from_dict, load_yaml, parse_assignment
 from eqsearch.families import families, family_of
+from eqsearch.families.mlp import ACTIVATIONS, LOSSES
 
 # Defaults of code base A's main.py (reference §2.10), as dotted eqsearch fields; the model
 # fields come from the family of --model (its ``seed_defaults``).
@@ -54,123 +63,217 @@ SEED_FLAGS = ("cep_debug", "model", "task", "archi", "betas", "mbs", "lrs", "alg
               "data_aug", "dropouts", "load_path", "save", "check_thm")
 
 
-def fields_epilog() -> str:
-    """The run config fields (``--set FIELD=VALUE`` / YAML), one line each."""
-    from eqsearch.config import field_help
+def _metavar(action: argparse.Action) -> str:
+    """The value part of a flag as click writes it: FILE, INTEGER, FLOAT..., [a|b]; '' for a switch."""
+    if action.nargs == 0:
+        return ""
+    if action.metavar is not None:
+        text = " ".join(action.metavar) if isinstance(action.metavar, tuple) else action.metavar
+    elif action.choices is not None:
+        text = "[" + "|".join(c or "''" for c in action.choices) + "]"
+    else:
+        text = {int: "INTEGER", float: "FLOAT"}.get(action.type, "TEXT")
+    return " " + text + ("..." if action.nargs == "+" else "")
 
-    lines = ["run config fields (--set FIELD=VALUE, or a YAML --config; model.kind picks the model fields):"]
-    lines += [f"  {name:<32} {what}" + (f"; {text}" if text else "") for name, what, text in field_help()]
-    return "\n".join(lines)
+
+class ClickStyleParser(argparse.ArgumentParser):
+    """argparse's parsing with click's help and usage errors: ``Usage: PROG [OPTIONS]``, the
+    description, one section per argument group, then the run config fields ``--set`` takes."""
+
+    def format_usage(self) -> str:
+        return f"Usage: {self.prog} [OPTIONS]\n"
+
+    def format_help(self) -> str:
+        f = click.HelpFormatter()
+        f.write_usage(self.prog, "[OPTIONS]")
+        if self.description:
+            f.write_paragraph()
+            with f.indentation():
+                f.write_text(inspect.cleandoc(self.description))
+        sections = [(g.title, g.description, [(", ".join(a.option_strings) + _metavar(a), a.help)
+                                              for a in g._group_actions if a.help != argparse.SUPPRESS])
+                    for g in self._action_groups]
+        sections.append(("Run config fields (--set FIELD=VALUE, or a YAML --config)",
+                         "A model field applies to the model.kind values in brackets.",
+                         [(name, f"{what}; {text}" if text else what) for name, what, text in field_help()]))
+        for title, description, rows in sections:
+            if rows:
+                with f.section(title):
+                    if description:  # indented once more: no line of it reads as a flag's row
+                        with f.indentation():
+                            f.write_text(description)
+                    f.write_dl(rows)
+        return f.getvalue()
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.format_usage()}Try '{self.prog} --help' for help.\n\nError: {message}\n")
 
 
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description, epilog=fields_epilog(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("eqsearch options")
-    g.add_argument("--config", metavar="FILE", help="YAML run config (sections data, model, rule, optim, train)")
-    g.add_argument("--set", dest="assign", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override one field, e.g. --set rule.estimator=symmetric (repeatable)")
-    g.add_argument("--data-root", metavar="DIR", help="data root in torchvision's layout (env EQSEARCH_DATA)")
-    g.add_argument("--out", metavar="DIR", help="run folder (default runs/<time>-<model>-<data>)")
-    g.add_argument("--max-batches", type=int, metavar="N", help="cap training batches per epoch (smoke runs)")
-    g.add_argument("--device", help="cpu, cuda, cuda:k or a GPU index k (CPU with a notice if no GPU)")
-    g.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
-    g.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.add_argument("--preset", choices=sorted(PRESETS), help="start from a named configuration (code base C's "
-                   "defaults of each energy); other flags override it")
+class NotTaken(argparse.Action):
+    """A flag of the parser that this command does not read: one error naming both."""
 
-    a = p.add_argument_group("code base A flags (Laborieux et al.; unset ones take its defaults)")
-    a.add_argument("--model", choices=sorted(SEED_MODELS))
-    a.add_argument("--task", type=seed_task, metavar="{" + ",".join(SEED_TASKS) + "}",
-                   help="data set (any letter case)")
-    a.add_argument("--archi", type=int, nargs="+")
-    a.add_argument("--act")
-    a.add_argument("--loss")
-    a.add_argument("--optim")
-    a.add_argument("--lrs", type=float, nargs="+")
-    a.add_argument("--wds", type=float, nargs="+")
-    a.add_argument("--mmt", type=float)
-    a.add_argument("--mbs", type=int)
-    a.add_argument("--T1", type=int)
-    a.add_argument("--T2", type=int)
-    a.add_argument("--betas", type=float, nargs=2, metavar=("BETA1", "BETA2"))
-    a.add_argument("--alg", choices=["EP", "BPTT", "CEP"])
-    a.add_argument("--cep-debug", dest="cep_debug", action="store_true", default=None,
-                   help="with --alg CEP: the debug procedure (rule.cep_debug)")
-    a.add_argument("--todo", choices=["train", "gducheck", "evaluate"])
-    a.add_argument("--random-sign", action="store_true", default=None)
-    a.add_argument("--thirdphase", action="store_true", default=None)
-    a.add_argument("--lr-decay", action="store_true", default=None)
-    a.add_argument("--check-thm", action="store_true", default=None)
-    a.add_argument("--scale", type=float)
-    a.add_argument("--save", action="store_true", default=None, help="accepted; a run folder is always written")
-    a.add_argument("--load-path", metavar="DIR", help="run folder to resume (train) or to load (gducheck)")
-    a.add_argument("--channels", type=int, nargs="+")
-    a.add_argument("--kernels", type=int, nargs="+")
-    a.add_argument("--strides", type=int, nargs="+")
-    a.add_argument("--paddings", type=int, nargs="+")
-    a.add_argument("--pools")
-    a.add_argument("--fc", type=int, nargs="+")
-    a.add_argument("--softmax", action="store_true", default=None)
-    a.add_argument("--same-update", action="store_true", default=None)
-    a.add_argument("--data-aug", action="store_true", default=None)
-    a.add_argument("--dropouts", type=float, nargs="+")
+    def __call__(self, parser, namespace, values, option_string=None) -> NoReturn:
+        parser.error(f"{option_string}: not a flag of {parser.prog}; allowed: the flags that "
+                     f"'{parser.prog} --help' lists")
 
-    d = p.add_argument_group("code base D flags (EPLCANet; with code base A's CNN flags; for --model LCACNN, "
-                             "--channels ... --pools, --lrs and --wds are written as there, the copy layer first)")
-    d.add_argument("--dict_training", choices=DICT_MODES,
-                   help="'' (plain CNN with --model CNN), pretrained, finetune or learn (--model LCACNN)")
-    d.add_argument("--lca_feats", type=int, help="dictionary atoms (= first entry of --channels)")
-    d.add_argument("--lca_lambda", type=float, help="LCA threshold λ")
-    d.add_argument("--lca_tau", type=float, help="LCA time constant τ")
-    d.add_argument("--lca_eta", type=float, help="dictionary learning rate")
-    d.add_argument("--lca_iters", type=int, help="LCA iterations per minibatch")
-    d.add_argument("--lca_stride", type=int, help="LCA stride")
-    d.add_argument("--lca_ksize", type=int, help="LCA kernel size")
-    d.add_argument("--scale_feedback", type=float,
-                   help="weight of the conv layers' feedback in the code the dictionary is fine-tuned to")
 
-    b = p.add_argument_group("code base B flags (Ernoult et al., continual EP; lists output -> input as there; "
-                             "unset ones take its defaults)")
-    b.add_argument("--size_tab", type=int, nargs="+", help="layer sizes, OUTPUT first (e.g. 10 512 784)")
-    b.add_argument("--lr_tab", type=float, nargs="+", help="learning rates per layer, OUTPUT first")
-    b.add_argument("--T", type=int, help="free-phase steps (rule.T1)")
-    b.add_argument("--Kmax", type=int, help="nudged-phase steps (rule.T2)")
-    b.add_argument("--beta", type=float, help="nudging strength (rule.beta)")
-    b.add_argument("--cep", action="store_true", default=None, help="continual updates (rule.alg cep)")
-    b.add_argument("--learning-rule", dest="learning_rule", choices=["ep", "vf"], help="tied (ep) or untied (vf) weights")
-    b.add_argument("--randbeta", type=float, help="probability of keeping +β per minibatch (0: always +β)")
-    b.add_argument("--angle", type=float, help="vf: initial angle (degrees) between backward and forward weights")
-    b.add_argument("--discrete", action="store_true", default=None, help="prototypical (dt = 1) dynamics")
-    b.add_argument("--dt", type=float, help="Euler step of the continuous-time dynamics")
-    b.add_argument("--no-clamp", dest="no_clamp", action="store_true", default=None, help="no [0, 1] clamp")
-    b.add_argument("--activation-function", dest="activation_function", choices=["sigm", "hardsigm", "tanh"])
-    b.add_argument("--batch-size", dest="b_batch_size", type=int, help="training minibatch size")
-    b.add_argument("--test-batch-size", dest="b_test_batch_size", type=int, help="evaluation batch size")
-    b.add_argument("--action", choices=["train", "plotcurves"], help="plotcurves: the GDU check (eqsearch gducheck)")
-    b.add_argument("--device-label", dest="device_label", type=int, help="CUDA index; -1 = CPU")
-    b.add_argument("--angle-grad", dest="angle_grad", action="store_true", default=None,
-                   help="log Ψ, the angle between the total C-EP update and the BPTT gradient (train.angle_grad)")
-    b.add_argument("--debug-cep", dest="debug_cep", action="store_true", default=None,
-                   help="C-EP debug procedure: tiny continual steps, then one EP-like step (rule.cep_debug)")
+def build_parser(prog: str, description: str, refuse: frozenset[str] = frozenset()) -> argparse.ArgumentParser:
+    """The flags of the run commands; those in ``refuse`` (spelled as typed, e.g. ``--resume``) are
+    left out of the help and fail when given, keeping their default in the namespace."""
+    p = ClickStyleParser(prog=prog, description=description, add_help=False)
 
-    c = p.add_argument_group("code base C flags (smonsays; unset ones take the preset of --energy)")
-    c.add_argument("--energy", choices=["cond_gaussian", "restr_hopfield"], help="energy model (model.kind)")
-    c.add_argument("--c_energy", choices=["cross_entropy", "squared_error"], help="cost function (model.cost)")
-    c.add_argument("--dimensions", type=int, nargs="+", help="layer sizes, input first (model.archi)")
-    c.add_argument("--nonlinearity", choices=["leaky_relu", "relu", "sigmoid", "tanh", "hard_sigmoid", "softplus"],
-                   help="φ of the layers l >= 1")
-    c.add_argument("--fast_ff_init", action="store_true", default=None, help="feed-forward free state (cond_gaussian)")
-    c.add_argument("--no_fast_ff_init", action="store_true", default=None, help="relax the free phase instead")
-    c.add_argument("--learning_rate", type=float, help="one learning rate for every layer")
-    c.add_argument("--optimizer", choices=["adam", "adagrad", "sgd"], help="torch optimizer")
-    c.add_argument("--batch_size", type=int, help="minibatch size")
-    c.add_argument("--log_dir", help="accepted: names the run folder runs/<log_dir> unless --out is given")
+    def add(group: argparse._ArgumentGroup, *flags: str, **kw: Any) -> None:
+        if flags[0] in refuse:
+            group.add_argument(*flags, dest=kw.get("dest"), default=kw.get("default"), nargs="*", action=NotTaken,
+                               help=argparse.SUPPRESS)
+        else:
+            group.add_argument(*flags, **kw)
+
+    g = p.add_argument_group("Options (eqsearch's own)")
+    add(g, "--config", metavar="FILE", help="YAML run config (sections data, model, rule, optim, train); the "
+        "other flags override it")
+    add(g, "--set", dest="assign", action="append", default=[], metavar="FIELD=VALUE",
+        help="set one run config field (listed below), e.g. --set rule.estimator=symmetric; repeatable, applied last")
+    add(g, "--data-root", metavar="DIR", help="data root in torchvision's layout (data.root; env EQSEARCH_DATA)")
+    add(g, "--out", metavar="DIR", help="folder to write (default runs/<time>-<model.kind, or gducheck>-<data set>)")
+    add(g, "--max-batches", type=int, metavar="N", help="cap on training batches per epoch (data.max_batches; "
+        "smoke runs)")
+    add(g, "--device", metavar="DEVICE", help="cpu, cuda, cuda:k or a GPU index k (train.device; the CPU, with a "
+        "notice, if there is no GPU)")
+    add(g, "--threads", type=int, metavar="N", help="torch CPU threads (train.threads)")
+    add(g, "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint (its config; "
+        "other flags override it)")
+    add(g, "--epochs", type=int, metavar="N", help="epochs (train.epochs; with --resume: the new total)")
+    add(g, "--seed", type=int, metavar="N", help="seed of the initial weights and of every random draw (train.seed)")
+    add(g, "--quiet", action="store_true", help="no progress bar")
+    add(g, "-h", "--help", action="help", help="Show this message and exit.")
+
+    a = p.add_argument_group(
+        "Code base A flags (Laborieux et al., reference §2.10)",
+        "Spelled as its main.py does; lists run input -> output. Without --config, unset ones take its defaults "
+        f"(one-sided EP, --mbs {SEED_DEFAULTS['data.batch_size']}, --T1 {SEED_DEFAULTS['rule.T1']}, "
+        f"--T2 {SEED_DEFAULTS['rule.T2']}, β {SEED_DEFAULTS['rule.beta']}, {SEED_DEFAULTS['train.epochs']} epoch).")
+    add(a, "--model", choices=sorted(SEED_MODELS), help="network (model.kind): "
+        + ", ".join(f"{name} = {kind}" for name, kind in SEED_MODELS.items()))
+    add(a, "--task", type=seed_task, metavar="[" + "|".join(SEED_TASKS) + "]",
+        help="data set (data.dataset), any letter case: " + ", ".join(f"{k} = {v}" for k, v in SEED_TASKS.items()))
+    add(a, "--archi", type=int, nargs="+", help="MLP layer sizes, input -> output (model.archi)")
+    add(a, "--act", help=f"neuron activation σ (model.act): {', '.join(ACTIVATIONS)}")
+    add(a, "--loss", help=f"loss (model.loss): {' or '.join(LOSSES)} (mse: σ on the output; cel: cross-entropy "
+        "on a linear output)")
+    add(a, "--optim", help=f"optimizer (optim.name): {', '.join(OPTIMIZERS)}")
+    add(a, "--lrs", type=float, nargs="+", help="learning rate per synapse layer, input -> output (optim.lrs)")
+    add(a, "--wds", type=float, nargs="+", help="weight decay per synapse layer (optim.wds; rescaled with --alg CEP)")
+    add(a, "--mmt", type=float, help="SGD momentum, 0 to 1 (optim.momentum)")
+    add(a, "--mbs", type=int, help="training minibatch size (data.batch_size; gducheck: its first at most 20 "
+        "samples)")
+    add(a, "--T1", type=int, help="free-phase steps (rule.T1)")
+    add(a, "--T2", type=int, help="nudged-phase steps (rule.T2; BPTT: the truncation length)")
+    add(a, "--betas", type=float, nargs=2, metavar=("BETA1", "BETA2"),
+        help="β1 of the free phase, 0.0; β2 > 0 of the nudge (rule.beta; the estimator picks its signs)")
+    add(a, "--alg", choices=["EP", "BPTT", "CEP"],
+        help="learning rule (rule.alg): EP = ep; BPTT = bptt, truncated to T2 steps; CEP = cep, code base A's "
+        "continual EP (§2.8): an optimizer step at every nudged step, --wds rescaled to (1 − (1 − 0.1·wd)^(1/T2))/lr")
+    add(a, "--cep-debug", dest="cep_debug", action="store_true", default=None,
+        help="with --alg CEP: tiny continual steps, then one EP-like step (rule.cep_debug)")
+    add(a, "--todo", choices=["train", "gducheck", "evaluate"],
+        help="train; gducheck (= eqsearch gducheck); evaluate the run of --load-path (= eqsearch evaluate)")
+    add(a, "--random-sign", action="store_true", default=None,
+        help="random sign of β2 per minibatch (rule.estimator random_sign)")
+    add(a, "--thirdphase", action="store_true", default=None,
+        help="+β and −β nudged phases (rule.estimator symmetric; --alg CEP: continual +β, back to s*, then −β)")
+    add(a, "--lr-decay", action="store_true", default=None, help="cosine learning-rate decay (optim.lr_decay)")
+    add(a, "--check-thm", action="store_true", default=None,
+        help="GDU check (EP vs BPTT) once per epoch (train.check_thm)")
+    add(a, "--scale", type=float, help="factor on the default init of weights and biases (model.scale)")
+    add(a, "--save", action="store_true", default=None, help="accepted; a run folder is always written")
+    add(a, "--load-path", metavar="DIR", help="run folder to resume (train), to check (gducheck) or to evaluate "
+        "(--todo evaluate)")
+    add(a, "--channels", type=int, nargs="+", help="CNN output channels per conv layer (model.channels)")
+    add(a, "--kernels", type=int, nargs="+", help="kernel size per conv layer (model.kernels)")
+    add(a, "--strides", type=int, nargs="+", help="stride per conv layer (model.strides)")
+    add(a, "--paddings", type=int, nargs="+", help="padding per conv layer (model.paddings)")
+    add(a, "--pools", help="one letter per conv layer: m (max), a (average), i (identity) 2×2 pooling (model.pools)")
+    add(a, "--fc", type=int, nargs="+", help="fully connected sizes after the convs, the last = classes (model.fc)")
+    add(a, "--softmax", action="store_true", default=None,
+        help="CNN with --loss cel: a softmax read-out instead of an output neuron layer (model.softmax)")
+    add(a, "--same-update", action="store_true", default=None,
+        help="VFCNN: identical updates for forward and backward weights (model.same_update)")
+    add(a, "--data-aug", action="store_true", default=None, help="CIFAR-10 flip + crop augmentation (data.augment)")
+    add(a, "--dropouts", type=float, nargs="+", help="keep probabilities of [x, s_1, ...], the last 1.0 "
+        "(model.dropouts)")
+
+    b = p.add_argument_group(
+        "Code base B flags (Ernoult et al., continual EP / C-VF, reference §3.9)",
+        "Lists run output -> input as there (reversed here). Without --config, unset ones take its defaults "
+        f"({B_DEFAULTS['model.kind']} {'-'.join(map(str, B_DEFAULTS['model.archi']))}, --T {B_DEFAULTS['rule.T1']}, "
+        f"--Kmax {B_DEFAULTS['rule.T2']}, --beta {B_DEFAULTS['rule.beta']}, ...).")
+    add(b, "--size_tab", type=int, nargs="+", help="layer sizes, OUTPUT first, e.g. 10 512 784 (model.archi)")
+    add(b, "--lr_tab", type=float, nargs="+", help="learning rate per layer, OUTPUT first (optim.lrs)")
+    add(b, "--T", type=int, help="free-phase steps (rule.T1)")
+    add(b, "--Kmax", type=int, help="nudged-phase steps (rule.T2)")
+    add(b, "--beta", type=float, help="nudging strength (rule.beta)")
+    add(b, "--cep", action="store_true", default=None, help="continual updates: C-EP, or C-VF with --learning-rule vf "
+        "(rule.alg cep)")
+    add(b, "--learning-rule", dest="learning_rule", choices=["ep", "vf"],
+        help="tied (ep) or untied (vf) weights (model.kind ep_* or vf_*)")
+    add(b, "--randbeta", type=float, help="probability of keeping +β per minibatch, 0: always +β (rule.randbeta, "
+        "rule.estimator random_sign)")
+    add(b, "--angle", type=float, help="vf: initial angle (degrees) between backward and forward weights "
+        "(model.angle)")
+    add(b, "--discrete", action="store_true", default=None,
+        help="prototypical dt = 1 dynamics (model.kind *_disc; else *_cont)")
+    add(b, "--dt", type=float, help="Euler step of the continuous-time dynamics (model.dt)")
+    add(b, "--no-clamp", dest="no_clamp", action="store_true", default=None,
+        help="continuous time: no [0, 1] clamp of the states (model.clamp false)")
+    add(b, "--activation-function", dest="activation_function", choices=["sigm", "hardsigm", "tanh"],
+        help="ρ of the neurons (model.activation)")
+    add(b, "--batch-size", dest="b_batch_size", type=int, help="training minibatch size (data.batch_size)")
+    add(b, "--test-batch-size", dest="b_test_batch_size", type=int,
+        help="evaluation batch size (data.test_batch_size)")
+    add(b, "--action", choices=["train", "plotcurves"], help="train, or plotcurves: the GDU check (= eqsearch "
+        "gducheck)")
+    add(b, "--device-label", dest="device_label", type=int, help="CUDA index; -1 = CPU (train.device)")
+    add(b, "--angle-grad", dest="angle_grad", action="store_true", default=None,
+        help="log Ψ, the angle between the total C-EP update and the BPTT gradient (train.angle_grad)")
+    add(b, "--debug-cep", dest="debug_cep", action="store_true", default=None,
+        help="C-EP debug procedure: tiny continual steps, then one EP-like step (rule.cep_debug)")
+
+    c = p.add_argument_group("Code base C flags (smonsays, energies and presets, reference §4.10)",
+                             "Unset ones take the preset of --energy (or of --preset).")
+    add(c, "--preset", choices=sorted(PRESETS), help="start from code base C's defaults of this energy (its "
+        "etc/*.json); other flags override them")
+    add(c, "--energy", choices=["cond_gaussian", "restr_hopfield"], help="energy model (model.kind), with its preset")
+    add(c, "--c_energy", choices=["cross_entropy", "squared_error"], help="cost function (model.cost)")
+    add(c, "--dimensions", type=int, nargs="+", help="layer sizes, input first (model.archi)")
+    add(c, "--nonlinearity", choices=["leaky_relu", "relu", "sigmoid", "tanh", "hard_sigmoid", "softplus"],
+        help="φ of the layers l >= 1 (model.nonlinearity)")
+    add(c, "--fast_ff_init", action="store_true", default=None,
+        help="cond_gaussian: start the free phase at its feed-forward equilibrium (model.fast_ff_init)")
+    add(c, "--no_fast_ff_init", action="store_true", default=None,
+        help="relax the free phase from the initial state instead (model.fast_ff_init false)")
+    add(c, "--learning_rate", type=float, help="one learning rate for every layer (optim.lrs)")
+    add(c, "--optimizer", choices=["adam", "adagrad", "sgd"], help="torch optimizer (optim.name)")
+    add(c, "--batch_size", type=int, help="minibatch size (data.batch_size)")
+    add(c, "--log_dir", help="names the run folder runs/<log_dir> unless --out is given")
+
+    d = p.add_argument_group(
+        "Code base D flags (EPLCANet, LCA-CNN, reference §5.8)",
+        "With code base A's CNN flags; for --model LCACNN, --channels ... --pools, --lrs and --wds are written as "
+        "there, the LCA copy layer first. These runs hold out half the training set (data.holdout 0.5), what "
+        "eqsearch lca-pretrain learns its dictionary on.")
+    add(d, "--dict_training", choices=DICT_MODES, help="'' (plain CNN, with --model CNN); with --model LCACNN: "
+        "pretrained, finetune or learn (model.dict_training)")
+    add(d, "--lca_feats", type=int, help="dictionary atoms, = the first entry of --channels (model.lca.features)")
+    add(d, "--lca_lambda", type=float, help="LCA threshold λ (model.lca.lam)")
+    add(d, "--lca_tau", type=float, help="LCA time constant τ (model.lca.tau)")
+    add(d, "--lca_eta", type=float, help="dictionary learning rate (model.lca.eta)")
+    add(d, "--lca_iters", type=int, help="LCA iterations per code (model.lca.iters)")
+    add(d, "--lca_stride", type=int, help="stride of the code (model.lca.stride)")
+    add(d, "--lca_ksize", type=int, help="atom size k, k × k (model.lca.ksize)")
+    add(d, "--scale_feedback", type=float, help="weight of the conv layers' feedback in the code the dictionary is "
+        "fine-tuned to (model.scale_feedback)")
     return p
-
 
 B_FLAGS = ("size_tab", "lr_tab", "T", "Kmax", "beta", "cep", "learning_rule", "randbeta", "angle", "discrete", "dt",
            "no_clamp", "activation_function", "b_batch_size", "b_test_batch_size", "action", "device_label",
