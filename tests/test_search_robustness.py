@@ -103,6 +103,15 @@ def started_epoch(results: Path) -> bool:
     return any(r["stop_reason"] == R.RUNNING and int(r["epochs_run"] or 0) >= 1 for r in R.read_trials(results))
 
 
+def kill_after_a_first_trial(space: Path, results: Path, ray_tmp: str) -> None:
+    """Start the search of ``space``, SIGKILL it and its Ray processes once a trial finished."""
+    proc = run_cli("search", str(space), "--results", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
+    wait_for(lambda: len(finished(results)) >= 1, proc, 240, "a first finished trial")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kill_processes_using(ray_tmp)
+
+
 @pytest.fixture
 def cli_space(tmp_path):
     space = tmp_path / "space.yaml"
@@ -157,11 +166,7 @@ def test_ctrl_c_records_interrupted_trials_and_resume_brings_every_store_in_step
 
 def test_two_kills_in_a_row_then_resume_leave_exact_counts_everywhere(cli_space):
     space, results, ray_tmp = cli_space
-    proc = run_cli("search", str(space), "--results", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
-    wait_for(lambda: len(finished(results)) >= 1, proc, 240, "a first finished trial")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    kill_processes_using(ray_tmp)
+    kill_after_a_first_trial(space, results, ray_tmp)
     done_before = len(finished(results))
     proc = run_cli("resume", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
     wait_for(lambda: len(finished(results)) > done_before, proc, 240, "another finished trial")
@@ -329,11 +334,7 @@ def test_a_moved_results_folder_resumes_summarizes_and_opens_in_the_mlflow_ui(cl
     import pandas as pd
 
     space, results, ray_tmp = cli_space
-    proc = run_cli("search", str(space), "--results", str(results), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
-    wait_for(lambda: len(finished(results)) >= 1, proc, 240, "a first finished trial")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    kill_processes_using(ray_tmp)
+    kill_after_a_first_trial(space, results, ray_tmp)
     moved = tmp_path / "archive" / "copy"
     shutil.move(str(results), str(moved))
     res = run_cli("resume", str(moved), "--no-dashboard", "--quiet", ray_tmp=ray_tmp)
