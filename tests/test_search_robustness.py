@@ -383,3 +383,28 @@ def test_a_moved_results_folder_resumes_summarizes_and_opens_in_the_mlflow_ui(cl
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=30)
+
+
+def test_a_trial_folder_is_settled_to_the_epochs_its_record_says_it_ran(tmp_path):
+    """A trial that ASHA stopped after epoch 1 just before a kill (after Tune's last saved state)
+    is run on by Tune at the resume: its folder's extra epochs are dropped; a folder that lags
+    behind its record is completed from the checkpoint's curve."""
+    import torch
+
+    from eqsearch.run_folder import METRICS_FILE, read_metrics, write_metrics
+    from eqsearch.search.driver import SearchRecorder
+
+    spec = spec_from_tree(small_quickstart(), "q.yaml")
+    recorder = SearchRecorder(spec, tmp_path, "", "", show=False)
+    curve = [{"epoch": e, "test_acc": 0.5 + e / 10} for e in (1, 2, 3)]
+    rerun = tmp_path / "tune" / "q" / "ep_a"
+    rerun.mkdir(parents=True)
+    write_metrics(rerun / METRICS_FILE, curve)
+    recorder._settle_curve({"trial_id": "a", "trial_dir": "tune/q/ep_a", "epochs_run": "1"})
+    assert [m["epoch"] for m in read_metrics(rerun)] == [1]
+    lagging = tmp_path / "tune" / "q" / "ep_b"
+    (lagging / "checkpoint_000002").mkdir(parents=True)
+    write_metrics(lagging / METRICS_FILE, curve[:1])
+    torch.save({"history": curve}, lagging / "checkpoint_000002" / "checkpoint_latest.pt")
+    recorder._settle_curve({"trial_id": "b", "trial_dir": "tune/q/ep_b", "epochs_run": "3"})
+    assert [m["epoch"] for m in read_metrics(lagging)] == [1, 2, 3]

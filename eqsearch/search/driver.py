@@ -293,7 +293,7 @@ class SearchRecorder(tune.Callback):
         rows = list(self.rows.values())
         R.write_trials(self.results, rows)
         for row in rows:
-            self._complete_curve(row)
+            self._settle_curve(row)
         self.tracker.prune(set(self.rows))
         self._catch_up(last_chance=True)
         s = self.spec.search
@@ -358,15 +358,21 @@ class SearchRecorder(tune.Callback):
                     self._optuna_attr(row["trial_id"], MLFLOW_ATTR, row["mlflow_run_id"])
             R.write_trials(self.results, list(self.rows.values()))
 
-    def _complete_curve(self, row: dict) -> None:
-        """Make the trial folder's metrics.csv hold every epoch the trial ran. Tune copies a trial's
-        files to its folder only now and then, so after a kill the copy can lag behind the
-        checkpoints (which Tune writes with each report, and which carry the curve)."""
+    def _settle_curve(self, row: dict) -> None:
+        """Make the trial folder's metrics.csv hold exactly the epochs trials.csv says the trial
+        ran. Tune copies a trial's files to its folder only now and then, so after a kill the
+        copy can lag behind the checkpoints (which Tune writes with each report, and which carry
+        the curve): the missing epochs come from there. A trial that ended after Tune last saved
+        its state, then was killed, is run on by Tune at the resume; its record stands (as in
+        Optuna and MLflow) and the epochs of that re-run are dropped."""
         folder = R.trial_folder(self.results, row)
         if folder is None or not folder.is_dir():
             return
-        have = read_metrics(folder)
-        if len(have) >= int(row["epochs_run"] or 0):
+        have, ran = read_metrics(folder), int(row["epochs_run"] or 0)
+        if len(have) > ran:
+            write_metrics(folder / METRICS_FILE, [m for m in have if int(m["epoch"]) <= ran])
+            return
+        if len(have) == ran:
             return
         epochs = {int(m["epoch"]): m for m in have}
         saved = sorted(folder.glob("checkpoint_*/" + LATEST))
