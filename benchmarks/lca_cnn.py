@@ -24,8 +24,15 @@ second (and image-iterations per second). ``--scale-steps k`` divides T1, T2 and
 iterations by k and ``--mbs`` sets the batch size, for a quick look on a CPU; the "projected"
 column multiplies back (time is linear in steps and, for large batches, in the batch size).
 
+``--lateral`` times instead the lateral inhibition (ΦᵀΦ − I)a of one LCA iteration, on the
+configuration's geometry and batch (and on an evaluation batch of 1000 for fashion), two ways:
+lcapt's kernel G = D ⋆ D − I (F, F, 2m + 1, 2m + 1) as one convolution in code space, and the
+engine's :meth:`~eqsearch.models.lca.LCA.inhibition` (the canvas Φa folded from the columns
+Dᵀa, correlated with D at stride S); it checks that the two agree.
+
     python benchmarks/lca_cnn.py                         # CPU: cifar scaled down, fashion
     python benchmarks/lca_cnn.py --config cifar --device cuda
+    python benchmarks/lca_cnn.py --lateral --threads 1   # the inhibition: kernel G vs fold
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from eqsearch.config import RuleConfig, from_dict
 from eqsearch.losses import as_target
@@ -117,6 +125,26 @@ def run(name: str, device: torch.device, repeats: int, scale: int, mbs: int | No
           f"LCA share of the engine's batch {results['LCA alone'] / results['engine']:.0%}")
 
 
+@torch.no_grad()
+def run_lateral(name: str, device: torch.device, repeats: int, mbs: int | None) -> None:
+    c = CONFIGS[name]
+    model = build(name, 1, device)
+    lca = model.lca
+    g, m = lca.lateral_kernel(), lca.lateral_padding
+    for b in [mbs or c["mbs"]] + ([1000] if name == "fashion" and not mbs else []):
+        x = torch.randn((b,) + c["shape"], generator=torch.Generator().manual_seed(0)).to(device)
+        s = lca.preprocess(x.contiguous(memory_format=torch.channels_last))
+        a = lca.transfer(lca.drive(s))  # a code of the first step's density
+        paths = {"kernel G": lambda: F.conv2d(a, g, padding=m), "fold (engine)": lambda: lca.inhibition(a)}
+        torch.testing.assert_close(paths["fold (engine)"](), paths["kernel G"](), rtol=1e-4, atol=1e-4)
+        results = time_paths(paths, device, repeats)
+        print(f"\n== {name} inhibition: batch {b}, {tuple(a.shape[1:])} code, F {a.shape[1]}, kernel G "
+              f"{tuple(g.shape)}, device {device}")
+        for label, t in results.items():
+            print(f"{label:>20}: {1000 * t:10.2f} ms per LCA iteration")
+        print(f"{'speed-up':>20}: {results['kernel G'] / results['fold (engine)']:10.2f}×")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", choices=["cifar", "fashion", "both"], default="both")
@@ -128,12 +156,16 @@ def main() -> None:
     p.add_argument("--mbs", type=int, default=None, help="batch size (default: the configuration's; 16 for "
                                                            "cifar on a CPU)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--lateral", action="store_true", help="time the lateral inhibition only: kernel G vs fold")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}")
     for name in (["cifar", "fashion"] if a.config == "both" else [a.config]):
+        if a.lateral:
+            run_lateral(name, device, a.repeats, a.mbs)
+            continue
         cpu = device.type == "cpu"
         scale = a.scale_steps or ((25 if name == "cifar" else 4) if cpu else 1)
         run(name, device, a.repeats, scale, a.mbs or (16 if cpu and name == "cifar" else None))

@@ -29,6 +29,7 @@ from eqsearch.data import Dataset, augment, batches, load_dataset, num_batches
 from eqsearch.errors import DivergedError
 from eqsearch.losses import loss_per_sample
 from eqsearch.models import build_model
+from eqsearch.models.base import restoring
 from eqsearch.optim import build_optimizer, step_scheduler
 from eqsearch.rules import build_rule, free_phase
 from eqsearch.run_folder import (BEST, CONFIG_FILE, LATEST, METRICS_FILE, append_metrics, load_run_config,
@@ -247,21 +248,22 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bo
     ``restore_from``: continue from that checkpoint file (Tune's). Otherwise a fresh run
     (an old ``metrics.csv`` in ``run_dir`` is replaced).
     """
-    trainer = Trainer(cfg, data=data, notify=notify)
-    if run_dir is not None:
-        run = Path(run_dir)
+    run = Path(run_dir) if run_dir is not None else None
+    if resume and run is not None and (run / LATEST).exists():
+        restore_from = run / LATEST
+    with restoring(restore_from is not None):  # the checkpoint, not the model's files, has its state
+        trainer = Trainer(cfg, data=data, notify=notify)
+    if run is not None:
         run.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(run / CONFIG_FILE)
-        if resume and (run / LATEST).exists():
-            restore_from = run / LATEST
-        elif not resume and restore_from is None and (run / METRICS_FILE).exists():
+        if not resume and restore_from is None and (run / METRICS_FILE).exists():
             (run / METRICS_FILE).unlink()
     if restore_from is not None:
         trainer.load(restore_from)
-        if run_dir is not None and trainer.history:
+        if run is not None and trainer.history:
             # the checkpoint's epochs, however much of metrics.csv the folder kept (a Tune trial
             # restored into a fresh folder; a kill between the metrics row and the checkpoint)
-            write_metrics(Path(run_dir) / METRICS_FILE, trainer.history)
+            write_metrics(run / METRICS_FILE, trainer.history)
     return trainer
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from eqsearch.models import lca as lca_module
 from eqsearch.models.lca import LCA, unit_norm
 
 # (C, H, W, features, kernel, stride): odd / even kernels and images, strides 1 to 3
@@ -35,14 +36,16 @@ def explicit_phi(lca: LCA) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_lateral_kernel_drive_and_reconstruction_equal_the_explicit_operators(geometry):
+def test_inhibition_kernel_drive_and_reconstruction_equal_the_explicit_operators(geometry):
     c, h, w, f_n, k, stride = geometry
     lca = make(c, h, w, f_n, k, stride)
     phi = explicit_phi(lca)
     n = phi.shape[1]
     basis = torch.eye(n, dtype=torch.float64).view(n, *lca.code_shape)
-    lateral = F.conv2d(basis, lca.lateral_kernel(), padding=lca.lateral_padding).flatten(1).t()
-    torch.testing.assert_close(lateral, phi.t() @ phi - torch.eye(n, dtype=torch.float64), rtol=0, atol=1e-12)
+    want = phi.t() @ phi - torch.eye(n, dtype=torch.float64)
+    torch.testing.assert_close(lca.inhibition(basis).flatten(1).t(), want, rtol=0, atol=1e-12)
+    kernel = F.conv2d(basis, lca.lateral_kernel(), padding=lca.lateral_padding)  # lcapt's form
+    torch.testing.assert_close(kernel.flatten(1).t(), want, rtol=0, atol=1e-12)
     g = torch.Generator().manual_seed(3)
     s = torch.randn(2, c, h, w, generator=g, dtype=torch.float64)
     a = torch.rand((2,) + lca.code_shape, generator=g, dtype=torch.float64)
@@ -61,11 +64,11 @@ def test_objective_decreases_along_the_iterations(nonneg, seed):
     lca = make(nonneg=nonneg, seed=seed)
     x = torch.randn(3, 2, 9, 9, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     s = lca.preprocess(x)
-    b, lateral = lca.drive(s), lca.lateral_kernel()
+    b = lca.drive(s)
     u = torch.zeros_like(b)
     values = [lca.objective(s, lca.transfer(u))]
     for _ in range(lca.iters):
-        u = lca.step(u, b, lateral)
+        u = lca.step(u, b)
         values.append(lca.objective(s, lca.transfer(u)))
     values = torch.stack(values)  # (iters + 1, B)
     assert (values[1:] <= values[:-1] + 1e-12).all()
@@ -74,6 +77,36 @@ def test_objective_decreases_along_the_iterations(nonneg, seed):
     s_again, code = lca(x)
     torch.testing.assert_close(s_again, s)
     torch.testing.assert_close(code, lca.transfer(u))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_code_equals_lcapts_lateral_kernel_iteration_at_the_shipped_sizes(channels_last):
+    """The fold + correlation form of the inhibition against lcapt's kernel G (float32, the
+    Fashion-MNIST and CIFAR-10 geometries of the search spaces), whole code runs included."""
+    for shape, features, k in (((1, 28, 28), 32, 7), ((3, 32, 32), 64, 9)):
+        lca = make(*shape, features=features, k=k, stride=2, lam=0.25, tau=50.0, iters=30).float()
+        x = torch.randn((4,) + shape, generator=torch.Generator().manual_seed(0))
+        if channels_last:
+            lca, x = lca.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        s, a = lca(x)
+        g, m = lca.lateral_kernel(), lca.lateral_padding
+        torch.testing.assert_close(lca.inhibition(a), F.conv2d(a, g, padding=m), rtol=1e-5, atol=1e-5)
+        b, u = lca.drive(s), torch.zeros_like(a)
+        for _ in range(lca.iters):
+            u = u + (b - u - F.conv2d(lca.transfer(u), g, padding=m)) / lca.tau
+        torch.testing.assert_close(a, lca.transfer(u), rtol=1e-4, atol=1e-5)
+        assert 0 < lca.sparsity(a).mean() < 1
+
+
+def test_a_large_batch_is_coded_in_chunks_with_the_codes_of_the_whole(monkeypatch):
+    lca = make()
+    s, whole = lca(torch.randn(7, 2, 9, 9, generator=torch.Generator().manual_seed(4), dtype=torch.float64))
+    monkeypatch.setattr(lca_module, "CPU_CHUNK", 3)
+    sizes = []
+    relax = LCA._relax
+    monkeypatch.setattr(LCA, "_relax", lambda self, part: sizes.append(part.shape[0]) or relax(self, part))
+    torch.testing.assert_close(lca.encode(s), whole, rtol=1e-12, atol=1e-12)
+    assert sizes == [3, 3, 1]
 
 
 def test_preprocess_standardises_each_image():

@@ -1,9 +1,12 @@
-"""The LCA-CNN (reference §5.4–5.6): one code per minibatch for every rule, the three dictionary
-modes, the nudged code of the fine-tuning step, config errors, the hold-out split, metrics,
-checkpoints and a short training run that lowers the loss. (Φ, step and update against
-autograd: the contract test.)"""
+"""The LCA-CNN (reference §5.4–5.6): one code per minibatch for every rule, the code cache of
+the pretrained mode (LCA runs counted, cached codes against fresh ones, invalidation, the memory
+cap), the three dictionary modes, the nudged code of the fine-tuning step, config errors, the
+hold-out split, metrics, checkpoints, resuming without the dictionary file and a short training
+run that lowers the loss. (Φ, step and update against autograd: the contract test.)"""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -17,7 +20,7 @@ from eqsearch.models.lca import LCA, load_dictionary, save_dictionary
 from eqsearch.models.lca_cnn import LCACNN
 from eqsearch.optim import build_optimizer
 from eqsearch.rules import build_rule
-from eqsearch.training import Trainer
+from eqsearch.training import LATEST, Trainer, fit, prepare_run
 
 SHAPE = (3, 12, 12)
 MODEL = {"model.kind": "lca_cnn", "model.channels": [5], "model.kernels": [3], "model.strides": [1],
@@ -44,9 +47,10 @@ def dictionary_file(tmp_path, seed: int = 7):
 
 
 def count_codes(monkeypatch) -> list[int]:
+    """The batch size of every LCA run (LCA.encode) from now on."""
     calls = []
-    forward = LCA.forward
-    monkeypatch.setattr(LCA, "forward", lambda self, x: calls.append(x.shape[0]) or forward(self, x))
+    encode = LCA.encode
+    monkeypatch.setattr(LCA, "encode", lambda self, s: calls.append(s.shape[0]) or encode(self, s))
     return calls
 
 
@@ -67,6 +71,97 @@ def test_the_code_is_computed_once_per_minibatch_for_every_rule(tmp_path, monkey
         rule.train_batch(model, x, y, optimizer, gen)
         model.on_batch_end()
     assert calls == [4, 4, 4]
+
+
+def test_pretrained_codes_each_image_once_per_run_and_reads_back_the_same_codes(tmp_path, monkeypatch):
+    path, _ = dictionary_file(tmp_path)
+    cfg = from_dict(overrides={**TINY, "model.dict_training": "pretrained", "model.dictionary": str(path)})
+    trainer = Trainer(cfg, data=tiny_data())  # 3 training batches of 4, 1 test batch of 8
+    model: LCACNN = trainer.model
+    calls = count_codes(monkeypatch)
+    first = trainer.run_epoch()
+    assert calls == [4, 4, 4, 8] and len(model.cache.codes) == 20 and model.cache.size == 20 * 6 * 6 * 6 * 4
+    calls.clear()
+    second = trainer.run_epoch()  # another order of the training images, the same test images
+    assert calls == []
+    assert second["test_lca_sparsity"] == pytest.approx(first["test_lca_sparsity"], rel=1e-6)
+    assert second["lca_recon_error"] == pytest.approx(first["lca_recon_error"], rel=1e-6)
+    # images of a new batch, in a new order, some of them twice: read back, equal to fresh codes
+    x = trainer.data.x_train[[5, 0, 9, 5, 2]].clone()
+    a = model.code(x)[1]
+    assert calls == []
+    torch.testing.assert_close(a, model.lca(x)[1], rtol=1e-5, atol=1e-6)
+    # a batch with one image never seen: the LCA runs on that image alone
+    y = torch.cat([trainer.data.x_train[:2], torch.randn((1,) + SHAPE)])
+    calls.clear()
+    torch.testing.assert_close(model.code(y)[1], model.lca(y)[1], rtol=1e-5, atol=1e-6)
+    assert calls == [1, 3] and len(model.cache.codes) == 21  # (then the fresh oracle, 3)
+    assert copy.deepcopy(model).cache.codes == {}  # a copy (GDU check) starts empty
+    # a new dictionary (here: a checkpoint's) empties the cache; the codes follow it
+    other = Trainer(cfg.replace({"model.dict_training": "learn"}), data=trainer.data).model
+    model.load_state_dict(other.state_dict())
+    calls.clear()
+    b = model.code(x.clone())[1]
+    assert calls[0] == 5 and len(model.cache.codes) == 4  # 4 distinct images
+    torch.testing.assert_close(b, model.lca(x)[1], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(a, b)
+
+
+def test_the_code_cache_keeps_no_more_than_its_cap(tmp_path, monkeypatch):
+    path, _ = dictionary_file(tmp_path)
+    entry = 6 * 6 * 6 * 4  # one float32 code (F, H_c, W_c)
+    cfg = from_dict(overrides={**TINY, "model.dict_training": "pretrained", "model.dictionary": str(path),
+                               "model.code_cache_mb": 5 * entry / 2 ** 20})
+    trainer = Trainer(cfg, data=tiny_data())
+    calls = count_codes(monkeypatch)
+    trainer.run_epoch()
+    assert sum(calls) == 20 and trainer.model.cache.size == 5 * entry  # the first 5 training images
+    calls.clear()
+    trainer.run_epoch()
+    assert sum(calls) == 12 - 5 + 8
+    none = Trainer(cfg.replace({"model.code_cache_mb": 0}), data=tiny_data())
+    assert none.model.cache is None
+
+
+@pytest.mark.parametrize("update", ["epoch", "batch"])
+def test_finetune_and_learn_code_again_after_every_dictionary_change(tmp_path, monkeypatch, update):
+    path, _ = dictionary_file(tmp_path)
+    for mode in ("finetune", "learn"):
+        cfg = from_dict(overrides={**TINY, "model.dict_training": mode, "model.dictionary": str(path),
+                                   "model.dict_update": update})
+        trainer = Trainer(cfg, data=tiny_data())
+        assert trainer.model.cache is None  # no image is coded twice with one dictionary
+        x = trainer.data.x_test
+        before = trainer.model.code(x)[1]
+        calls = count_codes(monkeypatch)
+        trainer.run_epoch()
+        assert calls == [4, 4, 4, 8]
+        after = trainer.model.code(x.clone())[1]  # the test images under the updated dictionary
+        assert not torch.allclose(before, after)
+        torch.testing.assert_close(after, trainer.model.lca(x)[1])
+        calls.clear()
+        trainer.run_epoch()
+        assert calls == [4, 4, 4, 8]
+
+
+@pytest.mark.parametrize("mode", ["pretrained", "finetune"])
+def test_a_resumed_or_restored_run_takes_its_dictionary_from_the_checkpoint(tmp_path, mode):
+    path, _ = dictionary_file(tmp_path)
+    cfg = from_dict(overrides={**TINY, "model.dict_training": mode, "model.dictionary": str(path)})
+    run = tmp_path / "run"
+    list(fit(cfg, run, data=tiny_data()))
+    saved = torch.load(run / LATEST, weights_only=False)["model"]["lca.dictionary"]
+    longer = cfg.replace({"train.epochs": 2})
+    path.unlink()  # the dictionary file moved away
+    resumed = prepare_run(longer, run, resume=True, data=tiny_data())  # eqsearch train --resume RUN
+    assert resumed.epoch == 1 and torch.equal(resumed.model.lca.dictionary, saved)
+    assert [m["epoch"] for m in fit(longer, run, trainer=resumed)] == [2]
+    dictionary_file(tmp_path, seed=8)  # another dictionary of the same shape where the old one was
+    trial = prepare_run(longer, tmp_path / "trial", restore_from=run / LATEST, data=tiny_data())  # Tune's restore
+    assert torch.equal(trial.model.lca.dictionary, torch.load(run / LATEST, weights_only=False)["model"]["lca.dictionary"])
+    path.unlink()
+    with pytest.raises(ConfigError, match=r"model\.dictionary: got .*dictionary\.pt', which is not a file"):
+        prepare_run(cfg, tmp_path / "fresh", data=tiny_data())  # a fresh run still needs the file
 
 
 @pytest.mark.parametrize("update", ["epoch", "batch"])

@@ -163,6 +163,12 @@ def test_lca_pretrain_writes_the_dictionary_that_pretrained_mode_loads(tmp_path)
     assert float(metrics["lca_dict_change"]) == 0.0 and 0 < float(metrics["test_lca_sparsity"]) < 1
     state = torch.load(run_dir / "checkpoint_latest.pt", weights_only=False)["model"]
     torch.testing.assert_close(state["lca.dictionary"], d)
+    (out / "dictionary.pt").rename(tmp_path / "moved.pt")  # the resumed run reads its checkpoint's dictionary
+    r = run("train", "--resume", run_dir, "--epochs", 2, "--quiet")
+    assert r.exit_code == 0, r.output
+    assert [int(m["epoch"]) for m in read_metrics(run_dir)] == [1, 2]
+    state = torch.load(run_dir / "checkpoint_latest.pt", weights_only=False)["model"]
+    torch.testing.assert_close(state["lca.dictionary"], d)
 
 
 def test_lca_pretrain_errors_exit_2_with_one_line(tmp_path):

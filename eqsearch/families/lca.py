@@ -66,6 +66,9 @@ class LCACNNConfig(ConvLayers):
                                     "from every batch")
     scale_feedback: float = setting(1.0, low=0.0, help="finetune / learn: weight of the conv layers' feedback in "
                                                         "the nudged code the dictionary is fitted to (0: none)")
+    code_cache_mb: float = setting(1024.0, low=0.0,
+                                   help="pretrained: MiB of LCA codes kept across epochs, so that each image is "
+                                        "coded once per run (F·H_c·W_c·4 bytes per image; 0: none)")
     lca: LCAConfig = setting(LCAConfig(), help="the LCA layer")
 
     def summary(self) -> str:

@@ -22,7 +22,9 @@ Vocabulary (shared by every family: MLPs, CNNs, continual-EP networks, energies)
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+import contextvars
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -41,6 +43,26 @@ Factors = dict[str, tuple[torch.Tensor, torch.Tensor | None]]
 def materialize(factors: Factors) -> Grads:
     """The gradients the factors stand for (:data:`Factors`)."""
     return {name: p.sum(0) if s is None else p.t() @ s for name, (p, s) in factors.items()}
+
+
+_RESTORING = contextvars.ContextVar("eqsearch_restoring", default=False)
+
+
+@contextlib.contextmanager
+def restoring(active: bool = True) -> Iterator[None]:
+    """While active, the models built are about to receive a checkpoint's state
+    (:func:`eqsearch.training.prepare_run`): a builder does not read the files that only
+    initialise what the checkpoint holds (the LCA-CNN's dictionary), which may have moved."""
+    token = _RESTORING.set(active)
+    try:
+        yield
+    finally:
+        _RESTORING.reset(token)
+
+
+def is_restoring() -> bool:
+    """Whether the model being built will be loaded from a checkpoint (:func:`restoring`)."""
+    return _RESTORING.get()
 
 
 def is_zero(beta: Beta) -> bool:

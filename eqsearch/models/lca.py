@@ -11,18 +11,24 @@ convolution); Φᵀ is the strided correlation with D.
 - standardisation (``standardize``): s = (x − mean) / (std + 1e-12) per sample over (C, H, W)
   (std: torch's unbiased estimate); otherwise s = x.
 - drive: b = Φᵀs = conv2d(s, D, stride S, padding P), (B, F, H_c, W_c).
-- lateral inhibition: G = ΦᵀΦ − I in convolutional form, the kernel (F, F, 2m+1, 2m+1) with
-  m = ⌊(k − 1)/S⌋ and G[f, g, m + d] = Σ_{c,y} D_f(c, y + S·d)·D_g(c, y) − [f = g, d = 0],
-  applied in code space as conv2d(a, G, padding m) (stride 1). It is ΦᵀΦ − I of the
-  reconstruction onto the zero-padded frame of size H + 2P: an atom near the border also
-  competes with the part of its neighbours that falls outside the image (as in lcapt).
-- reconstruction ŝ = Φa on the image: conv_transpose2d(a, D, stride S, padding P) with the
-  output padding that gives back H × W.
+- canvas (:meth:`LCA.canvas`): Φa on the canvas (B, C, (H_c − 1)·S + k, (W_c − 1)·S + k), the
+  part of the zero-padded frame (C, H + 2P, W + 2P) that the atoms reach; computed as the
+  columns Dᵀa (B, C·k·k, H_c·W_c) folded (``F.fold``) at stride S.
+- lateral inhibition (:meth:`LCA.inhibition`): (ΦᵀΦ − I)a = conv2d(canvas(a), D, stride S) − a,
+  ΦᵀΦ − I of the reconstruction onto the zero-padded frame: an atom near the border also
+  competes with the part of its neighbours that falls outside the image (as in lcapt, whose
+  kernel G = D ⋆ D − I, (F, F, 2m + 1, 2m + 1) with m = ⌊(k − 1)/S⌋, is the same operator as a
+  convolution in code space, :meth:`LCA.lateral_kernel`). On one CPU thread at the shipped
+  sizes (1×28×28, F 32, k 7, S 2; 3×32×32, F 64, k 9, S 2) the fold + correlation takes
+  0.3–0.4× the time of the kernel G per iteration (``benchmarks/lca_cnn.py --lateral``), whose
+  F²·(2m + 1)² multiply-adds per code position are 10–16× more work; the two agree to float
+  rounding (tests).
+- reconstruction ŝ = Φa on the image: the canvas, zero-padded to the frame, cropped to H × W.
 
-Dynamics. From u = 0, ``iters`` Euler steps of length 1/τ:
-u ← u + (b − u − G ⊛ T_λ(u)) / τ; the code is a = T_λ(u) after the last step (lcapt returns
-the code of the step before; one more step of a converging system). The transfer T_λ:
-soft max(u − λ, 0) (non-negative) or sign(u)·max(|u| − λ, 0); hard u·1[u > λ] or u·1[|u| > λ].
+On a CPU the LCA codes a large batch ``CPU_CHUNK`` (128) images at a time: the iteration's
+tensors of a large batch outgrow the caches (one thread: 2.2× the time per image for a batch of
+1000 at 1×28×28, F 32; 1.6× for 256 at 3×32×32, F 64); the code of an image does not depend
+on the others of its batch.
 
 Sign convention: with the soft threshold the dynamics descend the objective
 E(a) = ½‖s̄ − Φ̄a‖² + λ‖a‖₁, s̄ and Φ̄a on the zero-padded frame (:meth:`LCA.objective`); it is
@@ -51,9 +57,10 @@ from torch import nn
 from eqsearch.errors import ConfigError
 
 THRESHOLDS = ("soft", "hard")
+CPU_CHUNK = 128  # images coded at a time on a CPU (module docstring)
 
 
-def _memory_format(t: torch.Tensor) -> torch.memory_format:
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
     """channels-last when ``t`` (4-D) is stored so (``model.to(memory_format=...)``)."""
     cl = t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
     return torch.channels_last if cl else torch.contiguous_format
@@ -88,10 +95,10 @@ class LCA(nn.Module):
         p = self.padding
         hc, wc = (h + 2 * p - kernel_size) // stride + 1, (w + 2 * p - kernel_size) // stride + 1  # >= 1
         self.code_shape = (features, hc, wc)
-        # the reconstruction onto the canvas has size (H_c − 1)·S + k <= H + 2P; the rest is output padding
-        self._output_padding = (h + 2 * p - (hc - 1) * stride - kernel_size,
-                                w + 2 * p - (wc - 1) * stride - kernel_size)
-        self.lateral_padding = (kernel_size - 1) // stride
+        self.canvas_shape = ((hc - 1) * stride + kernel_size, (wc - 1) * stride + kernel_size)  # <= H + 2P
+        # the zeros that pad the canvas to the frame, at the bottom and on the right
+        self._frame_padding = (0, w + 2 * p - self.canvas_shape[1], 0, h + 2 * p - self.canvas_shape[0])
+        self.lateral_padding = (kernel_size - 1) // stride  # m of the kernel form of ΦᵀΦ − I
         d = torch.empty(features, c, kernel_size, kernel_size)
         nn.init.trunc_normal_(d, mean=0.0, std=1.0, a=-2.0, b=2.0)
         self.register_buffer("dictionary", unit_norm(d))
@@ -105,12 +112,13 @@ class LCA(nn.Module):
             self.dictionary.copy_(unit_norm(d.to(self.dictionary)))
 
     def lateral_kernel(self) -> torch.Tensor:
-        """G = ΦᵀΦ − I in convolutional form, (F, F, 2m + 1, 2m + 1) (module docstring)."""
+        """lcapt's G = D ⋆ D − I, (F, F, 2m + 1, 2m + 1): ΦᵀΦ − I as a convolution in code space
+        (padding m = ``lateral_padding``). The reference form of :meth:`inhibition`, which is
+        faster (module docstring); the tests and ``benchmarks/lca_cnn.py`` compare the two."""
         d = self.dictionary
         m = self.lateral_padding
         # D correlated with itself: conv2d(D, D, stride S, padding m·S)[f, g, m + d] = Σ D_f(y + S·d)·D_g(y)
         k = F.conv2d(d, d, stride=self.stride, padding=m * self.stride)
-        k = k.contiguous(memory_format=_memory_format(d))
         k[:, :, m, m] -= torch.eye(d.shape[0], dtype=d.dtype, device=d.device)
         return k
 
@@ -137,35 +145,56 @@ class LCA(nn.Module):
         keep = u > lam if self.nonneg else u.abs() > lam
         return u * keep
 
-    def step(self, u: torch.Tensor, b: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
-        """One Euler step u + (b − u − G ⊛ T_λ(u))/τ, with G = ``lateral``."""
-        inhibition = F.conv2d(self.transfer(u), lateral, padding=self.lateral_padding)
-        return u + (b - u - inhibition) / self.tau
+    def canvas(self, a: torch.Tensor) -> torch.Tensor:
+        """Φa on the canvas, (B, C, (H_c − 1)·S + k, (W_c − 1)·S + k): the columns Dᵀa
+        (B, C·k·k, H_c·W_c) folded at stride S."""
+        columns = self.dictionary.flatten(1).t() @ a.flatten(2)
+        return F.fold(columns, self.canvas_shape, self.kernel_size, stride=self.stride)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(s, a): the preprocessed input (B, C, H, W) and its code (B, F, H_c, W_c) after
-        ``iters`` steps from u = 0."""
-        s = self.preprocess(x)
+    def inhibition(self, a: torch.Tensor) -> torch.Tensor:
+        """(ΦᵀΦ − I)a, (B, F, H_c, W_c): the canvas correlated with D at stride S, minus a."""
+        return F.conv2d(self.canvas(a), self.dictionary, stride=self.stride) - a
+
+    def step(self, u: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """One Euler step u + (b − u − (ΦᵀΦ − I)T_λ(u))/τ, (B, F, H_c, W_c)."""
+        return u + (b - u - self.inhibition(self.transfer(u))) / self.tau
+
+    def encode(self, s: torch.Tensor) -> torch.Tensor:
+        """The code a (B, F, H_c, W_c) of the preprocessed input s (B, C, H, W): ``iters`` steps
+        from u = 0, then T_λ; on a CPU ``CPU_CHUNK`` images at a time (module docstring)."""
+        if s.device.type == "cpu" and s.shape[0] > CPU_CHUNK:
+            return torch.cat([self._relax(part) for part in s.split(CPU_CHUNK)])
+        return self._relax(s)
+
+    def _relax(self, s: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode` of one chunk s (B, C, H, W), (B, F, H_c, W_c)."""
         b = self.drive(s)
-        lateral = self.lateral_kernel()
         u = torch.zeros_like(b)
         for _ in range(self.iters):
-            u = self.step(u, b, lateral)
-        return s, self.transfer(u)
+            u = self.step(u, b)
+        return self.transfer(u)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s, a): the preprocessed input (B, C, H, W) and its code (B, F, H_c, W_c)."""
+        s = self.preprocess(x)
+        return s, self.encode(s)
 
     # ------------------------------------------------------------------ reconstruction and metrics
+    def frame(self, a: torch.Tensor) -> torch.Tensor:
+        """Φ̄a on the zero-padded frame, (B, C, H + 2P, W + 2P)."""
+        return F.pad(self.canvas(a), self._frame_padding)
+
     def reconstruct(self, a: torch.Tensor) -> torch.Tensor:
         """ŝ = Φa on the image, (B, C, H, W)."""
-        return F.conv_transpose2d(a, self.dictionary, stride=self.stride, padding=self.padding,
-                                  output_padding=self._output_padding)
+        _, h, w = self.input_shape
+        p = self.padding
+        return self.frame(a)[:, :, p:p + h, p:p + w]
 
     def objective(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """E(a) = ½‖s̄ − Φ̄a‖² + λ‖a‖₁ per sample (B,), on the zero-padded frame: the function
         the soft-threshold dynamics descend (module docstring)."""
         p = self.padding
-        canvas = F.conv_transpose2d(a, self.dictionary, stride=self.stride)
-        frame = F.pad(canvas, (0, self._output_padding[1], 0, self._output_padding[0]))
-        res = F.pad(s, (p, p, p, p)) - frame
+        res = F.pad(s, (p, p, p, p)) - self.frame(a)
         return 0.5 * res.pow(2).flatten(1).sum(1) + self.lam * a.abs().flatten(1).sum(1)
 
     @staticmethod

@@ -20,6 +20,16 @@ phase; a repeated :meth:`LCACNN.input_drive` of the same (unchanged) batch with 
 (unchanged) dictionary returns it again instead of re-running the LCA (continual EP asks for the
 drive after every weight update).
 
+Code cache (``pretrained`` only, :class:`CodeCache`): with a fixed dictionary the code of an
+image is the same at every epoch, so each image's code is kept, keyed by a digest of the image's
+bytes, and read back when the image comes again (in any batch, any order): the test set is coded
+once per run, and the training set during the first epoch, as long as the codes fit in
+``cache_bytes`` (F·H_c·W_c·4 bytes per float32 image; codes past the cap are recomputed each
+time). The cache belongs to one dictionary and LCA setting: any change of either (a new
+dictionary loaded, a checkpoint restored, the model moved to another device or dtype, a
+dictionary step) empties it. In ``finetune`` / ``learn`` the dictionary changes between any two
+codings of an image (every epoch, or every batch), so nothing is cached.
+
 Dictionary training (``dict_training``, §5.6): ``pretrained`` keeps the loaded dictionary;
 ``finetune`` (loaded) and ``learn`` (random) update it from the last batch of each epoch
 (``dict_update: epoch``, as code base D) or after every batch (``batch``), with two LCA steps
@@ -39,29 +49,71 @@ same three as ``test_lca_*`` (:meth:`state_metrics`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
 
 from eqsearch.errors import ConfigError
-from eqsearch.models.base import Beta, EnergyModel, Grads, State
+from eqsearch.models.base import Beta, EnergyModel, Grads, State, is_restoring
 from eqsearch.models.cnn import CNN, check_classes
-from eqsearch.models.lca import LCA, build_lca, load_dictionary
+from eqsearch.models.lca import LCA, build_lca, load_dictionary, memory_format_of
 
 LCA_METRICS = ("lca_sparsity", "lca_recon_error", "lca_objective")
+
+
+def image_keys(x: torch.Tensor) -> list[bytes]:
+    """A 128-bit BLAKE2b digest of the bytes of each image of x (B, ...): B keys."""
+    raw = x.detach().contiguous().view(torch.uint8).reshape(x.shape[0], -1).cpu().numpy()
+    return [hashlib.blake2b(row, digest_size=16).digest() for row in raw]
+
+
+class CodeCache:
+    """LCA codes of images under one dictionary and LCA setting (module docstring), at most
+    ``limit`` bytes of them. Not part of the model's state: a deep copy starts empty."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.codes: dict[bytes, torch.Tensor] = {}  # image key -> its code (F, H_c, W_c)
+        self.size = 0  # bytes held
+        self.owner: tuple | None = None  # (dictionary, (its version, the LCA setting)) of the codes
+
+    def __deepcopy__(self, memo) -> "CodeCache":
+        return CodeCache(self.limit)
+
+    def encode(self, lca: LCA, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """The code (B, F, H_c, W_c) of every image of x (B, C, H, W), s its preprocessed form:
+        the kept code of an image coded before, the LCA on the others (kept while they fit)."""
+        d = lca.dictionary
+        setting = (d._version, lca.lam, lca.tau, lca.iters, lca.threshold, lca.nonneg, lca.standardize)
+        if self.owner is None or self.owner[0] is not d or self.owner[1] != setting:
+            self.codes.clear()
+            self.size, self.owner = 0, (d, setting)
+        keys = image_keys(x)
+        missing = [i for i, k in enumerate(keys) if k not in self.codes]
+        fresh = dict(zip(missing, lca.encode(s[missing]))) if missing else {}
+        for i, code in fresh.items():
+            entry = code.numel() * code.element_size()
+            if keys[i] not in self.codes and self.size + entry <= self.limit:  # (an image twice in x: once)
+                self.codes[keys[i]] = code.clone()
+                self.size += entry
+        a = torch.stack([fresh[i] if i in fresh else self.codes[k] for i, k in enumerate(keys)])
+        return a.contiguous(memory_format=memory_format_of(d))
 
 
 class LCACNN(EnergyModel):
     """LCA front-end + identity copy layer + EP CNN (module docstring)."""
 
     def __init__(self, lca: LCA, net: CNN, dict_training: str = "learn", dict_update: str = "epoch",
-                 scale_feedback: float = 1.0):
+                 scale_feedback: float = 1.0, cache_bytes: int = 0):
         super().__init__()
         if net.input_shape != lca.code_shape:
             raise ValueError(f"the CNN's input {net.input_shape} is not the LCA code {lca.code_shape}")
         self.lca, self.net = lca, net
         self.loss = net.loss
         self.dict_training, self.dict_update, self.scale_feedback = dict_training, dict_update, scale_feedback
+        # codes kept across batches while the dictionary is fixed (module docstring)
+        self.cache = CodeCache(cache_bytes) if dict_training == "pretrained" and cache_bytes > 0 else None
         self._memo: tuple | None = None     # (x, its version, dictionary, its version, s, a) of the last code
         self._nudged: tuple | None = None   # (x, a, state, β) of the most positively nudged state contrasted
         self._sums: torch.Tensor | None = None  # Σ over this epoch's training samples of the LCA_METRICS
@@ -71,12 +123,14 @@ class LCACNN(EnergyModel):
 
     # ------------------------------------------------------------------ the code
     def code(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(s, a): the standardised batch and its LCA code, computed once per batch and dictionary."""
+        """(s, a): the standardised batch (B, C, H, W) and its LCA code (B, F, H_c, W_c), computed
+        once per batch and dictionary (read from the code cache where it has them)."""
         d = self.lca.dictionary
         m = self._memo
         if m is not None and m[0] is x and m[1] == x._version and m[2] is d and m[3] == d._version:
             return m[4], m[5]
-        s, a = self.lca(x)
+        s = self.lca.preprocess(x)
+        a = self.lca.encode(s) if self.cache is None else self.cache.encode(self.lca, x, s)
         self._memo = (x, x._version, d, d._version, s, a)
         return s, a
 
@@ -180,13 +234,15 @@ class LCACNN(EnergyModel):
 
 def build(cfg, input_shape: tuple[int, ...], num_classes: int) -> LCACNN:
     """The network of an ``lca_cnn`` model section: the LCA (dictionary loaded for pretrained /
-    finetune, random from torch's generator for learn), then the CNN on its code."""
+    finetune, random from torch's generator for learn), then the CNN on its code. A model built
+    to be restored from a checkpoint (:func:`~eqsearch.models.base.restoring`) takes its
+    dictionary from there: ``model.dictionary`` is not read (the file may have moved or changed)."""
     if len(input_shape) != 3:
         raise ConfigError(f"model.kind: lca_cnn needs image inputs (C, H, W); this data set has input shape "
                           f"{tuple(input_shape)}")
     check_classes(cfg.fc, num_classes)
     lca = build_lca(cfg.lca, input_shape)
-    if cfg.loads_dictionary:
+    if cfg.loads_dictionary and not is_restoring():
         d, settings = load_dictionary(cfg.dictionary)
         if d.shape != lca.dictionary.shape:
             f, c, k, _ = d.shape
@@ -197,4 +253,5 @@ def build(cfg, input_shape: tuple[int, ...], num_classes: int) -> LCACNN:
         lca.set_dictionary(d)
     net = CNN(lca.code_shape, cfg.channels, cfg.kernels, cfg.strides, cfg.paddings, cfg.pools, cfg.fc,
               act=cfg.act, loss=cfg.loss, softmax=cfg.softmax, scale=cfg.scale)
-    return LCACNN(lca, net, cfg.dict_training, cfg.dict_update, cfg.scale_feedback)
+    return LCACNN(lca, net, cfg.dict_training, cfg.dict_update, cfg.scale_feedback,
+                  cache_bytes=int(cfg.code_cache_mb * 2 ** 20))
