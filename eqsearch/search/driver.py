@@ -273,8 +273,12 @@ class SearchRecorder(tune.Callback):
 
     def on_experiment_end(self, trials, **info) -> None:
         known = {t.trial_id for t in trials}
-        for trial_id in [t for t in self.rows if t not in known]:  # started after Tune's last saved state,
-            row = self.rows.pop(trial_id)                          # then killed: Tune re-proposed it
+        # started after Tune's last saved state, then killed while it ran: Tune re-proposed it (its
+        # Optuna trial was taken up again), so its partial record goes; one that had ended before
+        # the kill is a finished trial of the search and stays (Tune ran another in its place)
+        lost = [t for t, r in self.rows.items() if t not in known and t not in self.final]
+        for trial_id in lost:
+            row = self.rows.pop(trial_id)
             if row.get("mlflow_run_id"):
                 self.tracker.discard(row["mlflow_run_id"])
             if row.get("trial_dir"):
