@@ -30,6 +30,11 @@ tensors of a large batch outgrow the caches (one thread: 2.2× the time per imag
 1000 at 1×28×28, F 32; 1.6× for 256 at 3×32×32, F 64); the code of an image does not depend
 on the others of its batch.
 
+Dynamics. From u = 0, ``iters`` Euler steps of length 1/τ:
+u ← u + (b − u − (ΦᵀΦ − I)T_λ(u)) / τ; the code is a = T_λ(u) after the last step (lcapt returns
+the code of the step before; one more step of a converging system). The transfer T_λ:
+soft max(u − λ, 0) (non-negative) or sign(u)·max(|u| − λ, 0); hard u·1[u > λ] or u·1[|u| > λ].
+
 Sign convention: with the soft threshold the dynamics descend the objective
 E(a) = ½‖s̄ − Φ̄a‖² + λ‖a‖₁, s̄ and Φ̄a on the zero-padded frame (:meth:`LCA.objective`); it is
 the image objective ½‖s − ŝ‖² + λ‖a‖₁ plus ½‖the part of Φ̄a outside the image‖².
