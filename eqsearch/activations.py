@@ -25,12 +25,21 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _clamp01_(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp_(0.0, 1.0)
+
+
+def _clamp_half_(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp_(-0.5, 0.5)
+
+
 @dataclass(frozen=True)
 class Activation:
-    """σ(g) = outer(gain·g + shift)."""
+    """σ(g) = outer(gain·g + shift); ``outer_`` is ``outer`` in place (it returns its argument)."""
 
     name: str
     outer: Callable[[torch.Tensor], torch.Tensor]
+    outer_: Callable[[torch.Tensor], torch.Tensor]
     gain: float = 1.0
     shift: float = 0.0
 
@@ -45,18 +54,18 @@ class Activation:
 
 ACTIVATIONS: dict[str, Activation] = {
     # logistic with slope 1 at 0.5: 1 / (1 + exp(−4(g − 0.5)))
-    "mysig": Activation("mysig", torch.sigmoid, 4.0, -2.0),
-    "sigmoid": Activation("sigmoid", torch.sigmoid),
-    "tanh": Activation("tanh", torch.tanh),
+    "mysig": Activation("mysig", torch.sigmoid, torch.sigmoid_, 4.0, -2.0),
+    "sigmoid": Activation("sigmoid", torch.sigmoid, torch.sigmoid_),
+    "tanh": Activation("tanh", torch.tanh, torch.tanh_),
     # clamp(g, 0, 1) (the final code's meaning of the name)
-    "hard_sigmoid": Activation("hard_sigmoid", _clamp01),
+    "hard_sigmoid": Activation("hard_sigmoid", _clamp01, _clamp01_),
     # clamp(g/2, 0, 1): slope 1/2 on [0, 2]; every CIFAR-10 result of code base A
-    "my_hard_sig": Activation("my_hard_sig", _clamp01, 0.5),
+    "my_hard_sig": Activation("my_hard_sig", _clamp01, _clamp01_, 0.5),
     # clamp(g, −1/2, 1/2)
-    "ctrd_hard_sig": Activation("ctrd_hard_sig", _clamp_half),
+    "ctrd_hard_sig": Activation("ctrd_hard_sig", _clamp_half, _clamp_half_),
 }
 
-IDENTITY = Activation("identity", _identity)
+IDENTITY = Activation("identity", _identity, _identity)
 
 
 def get_activation(name: str) -> Activation:

@@ -36,6 +36,7 @@ __all__ = ["ConfigError", "DataConfig", "RuleConfig", "OptimConfig", "TrainConfi
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic_cifar")
 ALGORITHMS = ("ep", "bptt", "cep")
 ESTIMATORS = ("one_sided", "random_sign", "symmetric")
+ORDERS = ("sync", "async")  # layer update order of a relaxation step (rule.order)
 OPTIMIZERS = ("sgd", "adam", "adagrad")
 
 
@@ -68,6 +69,9 @@ class RuleConfig:
     T2: int = setting(8, low=1, help="nudged-phase steps (BPTT: truncation length)")
     tol: float = setting(0.0, low=0.0, help="end a phase early once ‖s_t − s_{t−1}‖ < tol (0: fixed T1 / T2 steps)")
     tol_every: int = setting(5, low=1, help="check the residual for tol every this many steps")
+    order: str = setting("sync", choices=ORDERS, help="layer update order of a step: sync (every layer from s_t, "
+                                                      "the code bases' dynamics) or async (even layers, then odd "
+                                                      "layers from the new even ones)")
     cep_debug: bool = setting(False, help="cep: the debug procedure (tiny continual steps, then one EP-like step)")
     randbeta: float = setting(0.5, low=0.0, high=1.0, help="random_sign: probability of keeping +β per minibatch")
 

@@ -111,12 +111,54 @@ def _writable_root(root: Path, folder: str) -> Path:
     return cache
 
 
-def _torchvision(name: str, root: str | None) -> Dataset:
-    from torchvision import datasets
+TENSOR_CACHE = "eqsearch_tensors.pt"  # next to raw/: the parsed images and labels
 
+
+def _raw_signature(raw: Path) -> list[tuple[str, int, int]]:
+    """(name, size, mtime ns) of every file in ``raw``: what the tensor cache was parsed from."""
+    return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in raw.iterdir() if f.is_file()) \
+        if raw.is_dir() else []
+
+
+def _torchvision(name: str, root: str | None) -> Dataset:
+    """MNIST / Fashion-MNIST parsed by torchvision (which also extracts or downloads the raw
+    files). The parsed uint8 tensors are kept in ``FOLDER/eqsearch_tensors.pt`` with the raw
+    files' names, sizes and times; while those match, a run loads that file instead of
+    importing torchvision (~3 s here)."""
     folder = _TORCHVISION[name]
     base = resolve_root(root)
     usable = _writable_root(base, folder)
+    cache = usable / folder / TENSOR_CACHE
+    saved = _cached_tensors(cache, _raw_signature(usable / folder / "raw"))
+    if saved is None:
+        saved = _parse_torchvision(name, base, usable, folder)
+        saved["signature"] = [list(t) for t in _raw_signature(usable / folder / "raw")]  # after any extraction
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.part")  # trials may parse at once
+        torch.save(saved, partial)
+        os.replace(partial, cache)
+
+    def images(u8: torch.Tensor) -> torch.Tensor:
+        return u8.unsqueeze(1).float().div_(255.0)
+
+    return Dataset(name, images(saved["x_train"]), saved["y_train"], images(saved["x_test"]), saved["y_test"], 10)
+
+
+def _cached_tensors(cache: Path, signature: list) -> dict | None:
+    """The tensor cache when it was parsed from exactly these raw files; None otherwise (or when
+    it cannot be read)."""
+    if not signature or not cache.is_file():
+        return None
+    try:
+        saved = torch.load(cache, weights_only=True)
+    except Exception:  # a truncated or foreign file: parse again
+        return None
+    return saved if saved.get("signature") == [list(t) for t in signature] else None
+
+
+def _parse_torchvision(name: str, base: Path, usable: Path, folder: str) -> dict:
+    """{x_train, y_train, x_test, y_test}: (N, 28, 28) uint8 images, (N,) int64 labels."""
+    from torchvision import datasets
+
     cls = getattr(datasets, folder)
     try:
         train = cls(str(usable), train=True, download=True)
@@ -124,12 +166,7 @@ def _torchvision(name: str, root: str | None) -> Dataset:
     except Exception as exc:  # torchvision raises RuntimeError / URLError when files are missing
         raise DataError(f"data.root: {name} not found under {str(base)!r} ({exc}); put torchvision's "
                         f"raw files in {base}/{folder}/raw/*.gz or run once with network access") from None
-
-    def tensors(ds):
-        return ds.data.unsqueeze(1).float().div_(255.0), ds.targets.long()
-
-    (xtr, ytr), (xte, yte) = tensors(train), tensors(test)
-    return Dataset(name, xtr, ytr, xte, yte, 10)
+    return {"x_train": train.data, "y_train": train.targets.long(), "x_test": test.data, "y_test": test.targets.long()}
 
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)

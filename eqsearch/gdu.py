@@ -51,19 +51,19 @@ def init_generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
-def bptt_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2: int) -> dict:
+def bptt_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2: int, order: str = "sync") -> dict:
     names = [n for n, _ in model.named_parameters()]
     params = list(model.parameters())
     with torch.no_grad():
-        _, ref, _, _ = free_phase(model, x, T1 - T2, init_generator())
+        _, ref, _, _ = free_phase(model, x, T1 - T2, init_generator(), order=order)
     partial, neurons = [], []
     for K in range(T2 + 1):
         with torch.no_grad():
             drive0 = model.input_drive(x)
-            state, _ = relax(model, drive0, ref, K)
+            state, _ = relax(model, drive0, ref, K, order=order)
         leaves = [s.detach().requires_grad_(True) for s in state]
         drive = model.input_drive(x)
-        end, _ = relax(model, drive, leaves, T2 - K)
+        end, _ = relax(model, drive, leaves, T2 - K, order=order)
         loss = loss_per_sample(model.loss, model.logits(end), y).mean()
         grads = torch.autograd.grad(loss, params + leaves, allow_unused=True)
         partial.append([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads[:len(params)])])
@@ -84,12 +84,13 @@ def bptt_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T
 
 @torch.no_grad()
 def ep_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2: int, beta: float,
-              continual_lrs: dict[str, float] | None = None) -> dict:
+              continual_lrs: dict[str, float] | None = None, order: str = "sync") -> dict:
     """The EP side (module docstring); ``continual_lrs`` (parameter name -> SGD learning rate):
-    continual EP on a copy of the model."""
+    continual EP on a copy of the model. ``order``: ``rule.order`` of both sides (the GDU
+    property is that of the synchronous dynamics; with async the check measures the departure)."""
     if continual_lrs is not None:
         model = copy.deepcopy(model)
-    drive, state, _, _ = free_phase(model, x, T1, init_generator())
+    drive, state, _, _ = free_phase(model, x, T1, init_generator(), order=order)
     free = state
     y = as_target(y, model.logits(free).shape[1], free[0].dtype)
     rate = beta * getattr(model.dynamics, "dt", 1.0)
@@ -99,7 +100,7 @@ def ep_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2:
     params = dict(model.named_parameters())
     th, ne = [], []
     for _ in range(T2):
-        new = model.step(state, drive, beta, y)
+        new = model.stepper(drive, beta, y, order, frozen=False)(state)
         if continual_lrs is None:
             th.append(model.contrast(x, y, state, beta, new, beta, -1.0 / beta, pre=pre, drive=drive))
         else:
@@ -128,7 +129,7 @@ def series_metrics(ep: torch.Tensor, bptt: torch.Tensor) -> dict[str, float]:
 
 
 def gdu_check(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2: int, beta: float,
-              symmetric: bool = False, continual_lrs: dict[str, float] | None = None
+              symmetric: bool = False, continual_lrs: dict[str, float] | None = None, order: str = "sync"
               ) -> tuple[list[dict], dict[str, dict]]:
     """Rows ``{estimator, key, kind, rel_error, sign_error, angle}`` and the raw series.
 
@@ -136,11 +137,11 @@ def gdu_check(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2:
     for their average (the symmetric estimator). ``continual_lrs``: the EP side is continual EP
     (:func:`ep_series`), estimator ``continual``.
     """
-    bptt = bptt_series(model, x, y, T1, T2)
+    bptt = bptt_series(model, x, y, T1, T2, order)
     plus = "one_sided" if continual_lrs is None else "continual"
-    series = {plus: ep_series(model, x, y, T1, T2, beta, continual_lrs)}
+    series = {plus: ep_series(model, x, y, T1, T2, beta, continual_lrs, order)}
     if symmetric:
-        minus = ep_series(model, x, y, T1, T2, -beta, continual_lrs)
+        minus = ep_series(model, x, y, T1, T2, -beta, continual_lrs, order)
         series[f"{plus}_minus"] = minus
         series["symmetric"] = {k: 0.5 * (series[plus][k] + minus[k]) for k in minus}
     rows = []
@@ -240,7 +241,8 @@ def plot_gdu(series: dict[str, dict], rows: list[dict], path: str | Path, max_ke
     return path
 
 
-def update_angle(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2: int, beta: float) -> float:
+def update_angle(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2: int, beta: float,
+                 order: str = "sync") -> float:
     """Ψ (degrees, code base B's ``--angle-grad``): the angle between the total continual update
     of the batch at a vanishing step — Σ_t of :meth:`EnergyModel.step_update` over T2 nudged steps
     from the free state, weights fixed (C-VF: sending neuron at step t) — and the gradient of the
@@ -251,15 +253,15 @@ def update_angle(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, 
 
     saved = {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
     with torch.no_grad():
-        drive, state, _, _ = free_phase(model, x, T1, init_generator())
+        drive, state, _, _ = free_phase(model, x, T1, init_generator(), order=order)
         target = as_target(y, model.logits(state).shape[1], state[0].dtype)
         total: dict[str, torch.Tensor] = {}
         for _ in range(T2):
-            new = model.step(state, drive, beta, target)
+            new = model.stepper(drive, beta, target, order, frozen=False)(state)
             for name, g in model.step_update(x, state, new, beta, target, drive).items():
                 total[name] = total[name] + g if name in total else g
             state = new
-    BPTTRule(RuleConfig(alg="bptt", T1=T1, T2=min(T2, T1))).estimate(model, x, y, init_generator())
+    BPTTRule(RuleConfig(alg="bptt", T1=T1, T2=min(T2, T1), order=order)).estimate(model, x, y, init_generator())
     names = [n for n, _ in model.named_parameters()]
     bptt = torch.cat([dict(model.named_parameters())[n].grad.flatten() for n in names])
     ep = torch.cat([total[n].flatten() for n in names])

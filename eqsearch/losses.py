@@ -16,7 +16,7 @@ def as_target(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Te
     """(B, C) float target from labels (one-hot) or from a float target (unchanged)."""
     if y.is_floating_point():
         return y.to(dtype)
-    return F.one_hot(y, num_classes).to(dtype)
+    return torch.zeros(y.shape[0], num_classes, dtype=dtype, device=y.device).scatter_(1, y.unsqueeze(1), 1.0)
 
 
 def loss_per_sample(name: str, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -163,9 +163,10 @@ class Trainer:
         correct = torch.zeros((), device=self.device)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         extra: dict[str, torch.Tensor] = {}
+        rule = self.cfg.rule
         for x, y in batches(x_all, y_all, self.cfg.data.test_batch_size):
             x = x.to(self.dtype)
-            drive, state, _, _ = free_phase(self.model, x, self.cfg.rule.T1, gen, self.cfg.rule.tol, self.cfg.rule.tol_every)
+            drive, state, _, _ = free_phase(self.model, x, rule.T1, gen, rule.tol, rule.tol_every, rule.order)
             logits = self.model.logits(state)
             correct += (logits.argmax(1) == y).sum()
             loss_sum += loss_per_sample(self.model.loss, logits, y).sum().double()
@@ -182,7 +183,7 @@ class Trainer:
         x = self.data.x_train[:GDU_SAMPLES].to(self.dtype)
         y = self.data.y_train[:GDU_SAMPLES]
         r = self.cfg.rule
-        rows, _ = gdu_check(self.model, x, y, r.T1, r.T2, r.beta, symmetric=r.symmetric)
+        rows, _ = gdu_check(self.model, x, y, r.T1, r.T2, r.beta, symmetric=r.symmetric, order=r.order)
         return summarize(rows, "symmetric" if r.symmetric else "one_sided")
 
     def angle_grad(self) -> float:
@@ -191,7 +192,7 @@ class Trainer:
 
         r = self.cfg.rule
         x = self.data.x_train[:ANGLE_GRAD_SAMPLES].to(self.dtype)
-        return update_angle(self.model, x, self.data.y_train[:ANGLE_GRAD_SAMPLES], r.T1, r.T2, r.beta)
+        return update_angle(self.model, x, self.data.y_train[:ANGLE_GRAD_SAMPLES], r.T1, r.T2, r.beta, r.order)
 
     def run_epoch(self, on_batch=None) -> dict:
         """Train one epoch, evaluate, and return the epoch's full metrics dict."""

@@ -191,7 +191,8 @@ def _gducheck(ns) -> None:
     if r.alg == "cep":
         lr_of = {id(p): g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
         lrs = {n: lr_of[id(p)] for n, p in trainer.model.named_parameters()}
-    rows, series = gdu_check(trainer.model, x, y, r.T1, r.T2, r.beta, symmetric=r.symmetric, continual_lrs=lrs)
+    rows, series = gdu_check(trainer.model, x, y, r.T1, r.T2, r.beta, symmetric=r.symmetric, continual_lrs=lrs,
+                             order=r.order)
     _write_csv(out / "gdu.csv", rows)
     _write_csv(out / "gdu_curves.csv", curve_rows(series))
     plot_gdu(series, rows, out / "gdu.png")

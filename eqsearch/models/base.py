@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Iterator, Sequence
+import math
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
+from eqsearch.config import ORDERS
 from eqsearch.dynamics import Dynamics, FixedPoint
 from eqsearch.errors import ConfigError
 
@@ -38,6 +40,8 @@ Grads = dict[str, torch.Tensor]
 # a rank-B form of a batch-mean gradient: (P, S) stands for Pᵀ S (a weight, P (B, n_out) with the
 # batch mean and any sign already folded in, S (B, n_in)); (P, None) for P.sum(0) (a bias)
 Factors = dict[str, tuple[torch.Tensor, torch.Tensor | None]]
+# one relaxation step of a phase, s_t -> s_{t+1}, with the phase's drive, β and target bound
+Stepper = Callable[[State], State]
 
 
 def materialize(factors: Factors) -> Grads:
@@ -111,6 +115,34 @@ class EnergyModel(nn.Module):
         closed form that must equal ``self.dynamics.step(self, ...)`` (the contract test checks)."""
         return self.dynamics.step(self, state, drive, beta, y)
 
+    def half_step(self, state: State, drive: State, beta: Beta = 0.0, y: torch.Tensor | None = None,
+                  parity: int = 0) -> State:
+        """The step with only the layers i ≡ ``parity`` (mod 2) updated from ``state`` (i the 0-based
+        state index: 0 is the layer next to the input), the others carried over. This default takes
+        a whole step and keeps those layers (a sweep of two half steps then costs two steps);
+        families override it with one that computes only those layers."""
+        new = self.step(state, drive, beta, y)
+        return [n if i % 2 == parity else s for i, (s, n) in enumerate(zip(state, new))]
+
+    def stepper(self, drive: State, beta: Beta = 0.0, y: torch.Tensor | None = None, order: str = "sync",
+                frozen: bool = True) -> Stepper:
+        """The step of one phase, s_t -> s_{t+1}, with ``drive``, β and ``y`` bound.
+
+        ``order`` (``rule.order``): ``sync`` is :meth:`step` (every layer from s_t, Jacobi, the
+        code bases' dynamics); ``async`` is one even/odd sweep (Gauss-Seidel by parity): layers
+        0, 2, 4, ... from s_t, then 1, 3, 5, ... from those new values. Both have the same fixed
+        points; one async step also updates every layer once.
+
+        ``frozen``: the parameters stay fixed during the phase (False while continual EP updates
+        them at every step), so a family may compute per-phase constants from them once. A
+        stepper may write its result into buffers of its own (never into the state it is given);
+        a state it returned is overwritten two steps later, so keep only the last one."""
+        if order == "sync":
+            return lambda state: self.step(state, drive, beta, y)
+        if order != "async":
+            raise ValueError(f"order: got {order!r}; allowed: {', '.join(ORDERS)}")
+        return lambda state: self.half_step(self.half_step(state, drive, beta, y, 0), drive, beta, y, 1)
+
     def logits(self, state: State) -> torch.Tensor:
         """What the loss and the prediction read, shape (B, num_classes)."""
         return state[-1]
@@ -139,6 +171,14 @@ class EnergyModel(nn.Module):
         ga = self.dphi_dtheta(x, a, beta_a, y, pre=pre, drive=drive)
         gb = self.dphi_dtheta(x, b, beta_b, y, pre=pre, drive=drive)
         return {name: (gb[name] - g) * scale for name, g in ga.items()}
+
+    def contrast_factors(self, x: torch.Tensor, y: torch.Tensor | None, a: State, beta_a: Beta, b: State,
+                         beta_b: Beta, scale: float, pre: State | None = None,
+                         drive: State | None = None) -> Factors | None:
+        """:meth:`contrast` in rank-B form (:data:`Factors`), for families whose ∂Φ̄/∂θ is a sum of
+        outer products and whose :meth:`postprocess_grads` does nothing: plain SGD then applies the
+        EP update without forming the gradients. None (this default) where there is no such form."""
+        return None
 
     def step_update(self, x: torch.Tensor, prev: State, new: State, beta: Beta, y: torch.Tensor | None = None,
                     drive: State | None = None) -> Grads:
@@ -219,9 +259,10 @@ def tile_batch(tensors: Sequence[torch.Tensor], k: int) -> State:
 
 
 def residual(prev: State, new: State) -> torch.Tensor:
-    """‖s_{t+1} − s_t‖ over all layers, root-mean-square over the batch (a 0-dim tensor)."""
-    sq = sum((n - p).pow(2).flatten(1).sum(1) for p, n in zip(prev, new))
-    return sq.mean().sqrt()
+    """‖s_{t+1} − s_t‖ over all layers, root-mean-square over the batch (a 0-dim tensor):
+    sqrt(mean_b Σ_l ‖Δs_{l,b}‖²) = sqrt(Σ_l ‖Δs_l‖²_F / B), one distance per layer."""
+    dists = torch.stack([torch.dist(n, p) for p, n in zip(prev, new)])
+    return torch.linalg.vector_norm(dists) / math.sqrt(new[0].shape[0])
 
 
 def check_layer_sizes(archi: list[int], input_shape: tuple[int, ...], num_classes: int) -> None:

@@ -251,17 +251,28 @@ class CNN(EnergyModel):
             up, idx = self._synapse(i, act[i - 1], self.W[i].weight, self.W[i].bias)
             ups.append(up)
             indices.append(idx)
-        last = len(state) - 1
-        grads = []
-        for i, g in enumerate(ups):
-            if i < last:
-                g = g + self._feedback(i, act, indices)
-            if gates is not None:
-                g = g * gates[i]
-            if i == last and not is_zero(beta):
-                g = g - self._nudge(state[i], beta, y)
-            grads.append(g)
-        return grads
+        return [self._layer_grad(i, state, act, ups, indices, gates, beta, y) for i in range(len(state))]
+
+    def _layer_grad(self, i: int, state: State, act: State, ups: list, indices: list, gates: State | None,
+                    beta: Beta, y: torch.Tensor | None) -> torch.Tensor:
+        """p_i·∂Φ_β/∂s_i from the layer's coupling term ``ups[i]`` (its input through synapse i)
+        and the feedback of s_{i+1} at the arg-max ``indices[i+1]``."""
+        g = ups[i]
+        if i < len(state) - 1:
+            g = g + self._feedback(i, act, indices)
+        if gates is not None:
+            g = g * gates[i]
+        if i == len(state) - 1 and not is_zero(beta):
+            g = g - self._nudge(state[i], beta, y)
+        return g
+
+    def stepper(self, drive: State, beta: Beta = 0.0, y: torch.Tensor | None = None, order: str = "sync",
+                frozen: bool = True):
+        """async: :class:`AlternatingStep` (every synapse computed once per sweep, as in a sync
+        step) unless the step was replaced (``train.compile``); otherwise the generic stepper."""
+        if order == "async" and "step" not in vars(self):
+            return AlternatingStep(self, drive, beta, y)
+        return super().stepper(drive, beta, y, order, frozen)
 
     def logits(self, state: State) -> torch.Tensor:
         return self._readout(state[-1]) if self.softmax else state[-1]
@@ -311,6 +322,46 @@ class CNN(EnergyModel):
 
     def synapse_groups(self):
         return [list(w.parameters()) for w in self.W]
+
+
+class AlternatingStep:
+    """One even/odd sweep of a :class:`CNN` (``rule.order`` async): layers 0, 2, ... from s_t,
+    then 1, 3, ... from those, each by σ(∂Φ_β/∂s_i) as in :meth:`CNN.state_grad`.
+
+    Layer i needs its coupling term up_i = P_i(W_i ⋆ ŝ_{i−1}) and the arg-max of up_{i+1}, which
+    depends on ŝ_i itself. A half step computes the coupling terms of its own layers (their
+    inputs just changed) and takes those of the other parity from the half step before, whose
+    inputs have not changed since: each synapse runs once per sweep, as in a synchronous step.
+    A state other than the one this stepper returned last starts from scratch.
+    """
+
+    def __init__(self, model: CNN, drive: State, beta: Beta, y: torch.Tensor | None):
+        self.model, self.beta, self.y = model, beta, y
+        self.up0, self.idx0, self.masks, self.gates = model._unpack(drive)
+        self.ups: list | None = None       # coupling terms of the last half step's input state
+        self.indices: list | None = None
+        self.last: State | None = None     # the state those belong to (identity)
+
+    def _half(self, state: State, parity: int, fresh: bool) -> State:
+        m = self.model
+        act = m._masked(state, self.masks)
+        n = len(state)
+        if fresh:
+            self.ups, self.indices = [self.up0] + [None] * (n - 1), [self.idx0] + [None] * (n - 1)
+        for i in range(1, n):
+            if fresh or i % 2 == parity:
+                self.ups[i], self.indices[i] = m._synapse(i, act[i - 1], m.W[i].weight, m.W[i].bias)
+        new = list(state)
+        for i in range(parity, n, 2):
+            g = m._layer_grad(i, state, act, self.ups, self.indices, self.gates, self.beta, self.y)
+            new[i] = m.activation(i)(g)
+        return new
+
+    def __call__(self, state: State) -> State:
+        fresh = self.last is None or any(a is not b for a, b in zip(state, self.last))
+        half = self._half(state, 0, fresh)
+        self.last = self._half(half, 1, False)
+        return self.last
 
 
 class VFCNN(VectorField, CNN):

@@ -24,8 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from eqsearch.activations import IDENTITY, Activation, get_activation
+from eqsearch.config import ORDERS
 from eqsearch.losses import loss_grad, loss_per_sample
-from eqsearch.models.base import check_layer_sizes, Beta, EnergyModel, State, VectorField, is_zero, scale_init
+from eqsearch.models.base import (check_layer_sizes, Beta, EnergyModel, Factors, State, VectorField, is_zero, materialize,
+                                  scale_init)
 
 
 class MLP(EnergyModel):
@@ -86,17 +88,51 @@ class MLP(EnergyModel):
     def step(self, state: State, drive: State, beta: Beta = 0.0,
              y: torch.Tensor | None = None) -> State:
         """σ(∂Φ_β/∂s) fused: σ's gain scales the matmuls, its shift sits in the drive."""
-        last = len(state) - 1
-        new = []
-        for i in range(len(state)):
-            act = self.activation(i)
-            g = drive[i] if i == 0 else torch.addmm(drive[i], state[i - 1], self.W[i].weight.t(), alpha=act.gain)
-            if i < last:
-                g = torch.addmm(g, state[i + 1], self.feedback_weight(i), alpha=act.gain)
-            elif not is_zero(beta):
-                g = g - (act.gain * beta) * loss_grad(self.loss, state[i], y)
-            new.append(act.outer(g))
-        return new
+        return [self._layer_step(i, state, drive, beta, y) for i in range(len(state))]
+
+    def half_step(self, state: State, drive: State, beta: Beta = 0.0, y: torch.Tensor | None = None,
+                  parity: int = 0) -> State:
+        """Only the layers i ≡ ``parity`` (mod 2) are computed; the others are carried over."""
+        return [self._layer_step(i, state, drive, beta, y) if i % 2 == parity else s for i, s in enumerate(state)]
+
+    def _layer_step(self, i: int, state: State, drive: State, beta: Beta, y: torch.Tensor | None) -> torch.Tensor:
+        """s_i ← σ_i(∂Φ_β/∂s_i) at ``state``, shape (B, n_{i+1})."""
+        act = self.activation(i)
+        g = drive[i] if i == 0 else torch.addmm(drive[i], state[i - 1], self.W[i].weight.t(), alpha=act.gain)
+        if i < len(state) - 1:
+            g = torch.addmm(g, state[i + 1], self.feedback_weight(i), alpha=act.gain)
+        elif not is_zero(beta):
+            g = g - (act.gain * beta) * loss_grad(self.loss, state[i], y)
+        return act.outer(g)
+
+    def scaled_weights(self, flip: tuple[bool, ...]) -> tuple[list, list]:
+        """:class:`FusedStep`'s per-layer matrices for the current weights, in each layer's layout
+        (``flip[i]``: layer i computed transposed). Forward (None for the first layer, whose
+        input sits in the drive): (gain_i·W_i)ᵀ (n_{i−1}, n_i), flipped gain_i·W_i; feedback
+        (None for the output layer): gain_i·M_i, flipped its transpose; all contiguous. Kept
+        until a weight changes (its version counter or storage), so the phases of a batch and
+        an evaluation share them."""
+        weights = [w.weight for w in self.W] + ([b.weight for b in self.B] if self.vector_field else [])
+        key = (tuple((w._version, w.data_ptr()) for w in weights), flip)
+        cached = self.__dict__.get("_scaled_weights")
+        if cached is None or cached[0] != key:
+            n = len(self.W)
+            gains = [self.activation(i).gain for i in range(n)]
+            forward = [None] + [self.W[i].weight * gains[i] for i in range(1, n)]
+            feedback = [self.feedback_weight(i) * gains[i] for i in range(n - 1)] + [None]
+            forward = [None if m is None else (m if flip[i] else m.t()).contiguous() for i, m in enumerate(forward)]
+            feedback = [None if m is None else (m.t() if flip[i] else m).contiguous() for i, m in enumerate(feedback)]
+            cached = self.__dict__["_scaled_weights"] = (key, forward, feedback)
+        return cached[1], cached[2]
+
+    def stepper(self, drive: State, beta: Beta = 0.0, y: torch.Tensor | None = None, order: str = "sync",
+                frozen: bool = True):
+        """With fixed weights and no graph: :class:`FusedStep` (scaled weights per weight version,
+        results written in place into two alternating buffers); otherwise (and when the step was
+        replaced, ``train.compile``) the generic stepper."""
+        if frozen and not torch.is_grad_enabled() and order in ORDERS and "step" not in vars(self):
+            return FusedStep(self, drive, beta, y, order)
+        return super().stepper(drive, beta, y, order, frozen)
 
     # ------------------------------------------------------------------ Φ and ∂Φ/∂θ
     def phi(self, x, state, beta=0.0, y=None, pre=None, drive=None):
@@ -128,22 +164,28 @@ class MLP(EnergyModel):
         return grads
 
     def contrast(self, x, y, a, beta_a, b, beta_b, scale, pre=None, drive=None):
-        """Fused form: per weight one matmul [c·post_b; −c·post_a]ᵀ @ [pre_b; pre_a] (c = scale/B),
-        so the (n_l × n_{l−1}) matrices are formed once (the loss term has no θ here)."""
+        """Fused form: per weight one matmul (see :meth:`contrast_factors`)."""
+        return materialize(self.contrast_factors(x, y, a, beta_a, b, beta_b, scale, pre, drive))
+
+    def contrast_factors(self, x, y, a, beta_a, b, beta_b, scale, pre=None, drive=None) -> Factors:
+        """With c = scale/B: weight (c·(post_b − post_a), pre) where both states share the
+        presynaptic side (the input, a vector field's ``pre``), else ([c·post_b; −c·post_a],
+        [pre_b; pre_a]); bias (c·(post_b − post_a), None). The loss term has no θ here."""
         x = x.flatten(1)
         c = scale / x.shape[0]
         pre_a = a if pre is None else pre
         pre_b = b if pre is None else pre
-        grads = {}
-        for i in range(len(a)):
+        diffs = [(post_b - post_a) * c for post_a, post_b in zip(a, b)]
+        factors: Factors = {}
+        for i, diff in enumerate(diffs):
             below_a = x if i == 0 else pre_a[i - 1]
             below_b = x if i == 0 else pre_b[i - 1]
-            grads[f"W.{i}.weight"] = _outer_difference(b[i], a[i], below_b, below_a, c)
-            grads[f"W.{i}.bias"] = (b[i].sum(0) - a[i].sum(0)) * c
+            factors[f"W.{i}.weight"] = _difference_factors(b[i], a[i], below_b, below_a, c, diff)
+            factors[f"W.{i}.bias"] = (diff, None)
         if self.vector_field:
             for i in range(len(a) - 1):
-                grads[f"B.{i}.weight"] = _outer_difference(b[i], a[i], pre_b[i + 1], pre_a[i + 1], c)
-        return grads
+                factors[f"B.{i}.weight"] = _difference_factors(b[i], a[i], pre_b[i + 1], pre_a[i + 1], c, diffs[i])
+        return factors
 
     def synapse_groups(self):
         return [list(w.parameters()) for w in self.W]
@@ -165,11 +207,105 @@ class VFMLP(VectorField, MLP):
         return self.W[k + 1].weight.t()
 
 
-def _outer_difference(post_b, post_a, pre_b, pre_a, c: float) -> torch.Tensor:
-    """c · (post_bᵀ pre_b − post_aᵀ pre_a) as one matmul (pre_a is pre_b: one smaller matmul)."""
+# layers narrower than this (and than the batch) are computed transposed, (n_i, B): MKL's GEMM
+# with a narrow output, (B × n_{i−1}) by (n_{i−1} × 10), runs 1.5-1.8x slower than the same
+# product as (10 × n_{i−1}) by (n_{i−1} × B) (one thread, B 50 to 1000); wide layers gain nothing
+FLIP_BELOW = 64
+
+
+class FusedStep:
+    """:meth:`MLP.step` (or its even/odd sweep) for one phase with fixed weights, at the least
+    work per step: each layer is one ``addmm`` into a buffer, an optional second ``addmm_``
+    and σ's outer function in place.
+
+    Per weight version, once (:meth:`MLP.scaled_weights`): the forward and feedback matrices
+    scaled by σ's gain and laid out for each layer (a transposed view makes small matmuls ~2×
+    slower). Per phase: the target part of the nudge, gain·β·ŷ, goes into the output layer's
+    drive, so a nudged step adds only −gain·β·s_N (mse) or −gain·β·softmax(s_N) (cel). Gains of
+    code base A's activations (4, 1/2, 1) are powers of two: the scaling is exact.
+
+    A narrow layer (``FLIP_BELOW``) lives in an (n_i, B) buffer; the state holds its (B, n_i)
+    transposed view. Results alternate between two buffer sets, never the state given.
+    """
+
+    def __init__(self, model: MLP, drive: State, beta: Beta, y: torch.Tensor | None, order: str):
+        n = len(model.W)
+        batch = drive[0].shape[0]
+        self.last = n - 1
+        self.order = list(range(n)) if order == "sync" else list(range(0, n, 2)) + list(range(1, n, 2))
+        self.sync = order == "sync"
+        acts = [model.activation(i) for i in range(n)]
+        self.outer_ = [a.outer_ for a in acts]
+        self.flip = tuple(w < FLIP_BELOW and w < batch for w in model.archi[1:])
+        self.forward, self.feedback = model.scaled_weights(self.flip)
+        drive = list(drive)
+        self.nudge = None          # coefficient c of the output's own state: g_N += c·s_N (mse)
+        self.softmax_nudge = None  # coefficient c of softmax(s_N): g_N += c·softmax(s_N) (cel)
+        if not is_zero(beta):
+            gb = acts[-1].gain * beta  # float or (B, 1)
+            drive[-1] = drive[-1] + gb * y
+            c = -gb.t() if torch.is_tensor(gb) and self.flip[-1] else -gb
+            if model.loss == "mse":
+                self.nudge = c
+            else:
+                self.softmax_nudge = c
+        self.drive = [d.t().contiguous() if f else d for d, f in zip(drive, self.flip)]
+        self.buffers: list[State] = []  # two sets: the computed layouts
+        self.views: list[State] = []    # the same as states (B, n_i)
+
+    def _out(self, state: State) -> tuple[State, State]:
+        if not self.buffers:
+            self.buffers = [[torch.empty_like(d) for d in self.drive] for _ in range(2)]
+            self.views = [[b.t() if f else b for b, f in zip(bufs, self.flip)] for bufs in self.buffers]
+        k = 1 if state[0] is self.views[0][0] else 0
+        return self.buffers[k], self.views[k]
+
+    def __call__(self, state: State) -> State:
+        out, views = self._out(state)
+        cur = state if self.sync else list(state)
+        for i in self.order:
+            o, flip = out[i], self.flip[i]
+            terms = []
+            if i > 0:
+                terms.append((self.forward[i], cur[i - 1]))
+            if i < self.last:
+                terms.append((self.feedback[i], cur[i + 1]))
+            # flipped: o (n_i, B) = d + M s^T; otherwise o (B, n_i) = d + s M
+            for k, (m, s) in enumerate(terms):
+                a, b = (m, s.t()) if flip else (s, m)
+                if k == 0:
+                    torch.addmm(self.drive[i], a, b, out=o)
+                else:
+                    o.addmm_(a, b)
+            if not terms:
+                o.copy_(self.drive[i])
+            if i == self.last:
+                _add_scaled(o, cur[i].t() if flip else cur[i], self.nudge)
+                if self.softmax_nudge is not None:
+                    sm = torch.softmax(cur[i], 1)
+                    _add_scaled(o, sm.t() if flip else sm, self.softmax_nudge)
+            self.outer_[i](o)
+            if not self.sync:
+                cur[i] = views[i]
+        return views
+
+
+def _add_scaled(out: torch.Tensor, t: torch.Tensor, c: Beta | None) -> None:
+    """out += c·t in place, c a float, a (B, 1) tensor or None (nothing)."""
+    if c is None:
+        return
+    if torch.is_tensor(c):
+        out.addcmul_(t, c)
+    else:
+        out.add_(t, alpha=c)
+
+
+def _difference_factors(post_b, post_a, pre_b, pre_a, c: float, diff: torch.Tensor):
+    """Factors (P, S) of c·(post_bᵀ pre_b − post_aᵀ pre_a): (``diff`` = c·(post_b − post_a), pre)
+    when pre_a is pre_b, else the stacked pair."""
     if pre_a is pre_b:
-        return ((post_b - post_a) * c).t() @ pre_b
-    return torch.cat([post_b * c, post_a * -c]).t() @ torch.cat([pre_b, pre_a])
+        return diff, pre_b
+    return torch.cat([post_b * c, post_a * -c]), torch.cat([pre_b, pre_a])
 
 
 def build(cfg, input_shape: tuple[int, ...], num_classes: int) -> MLP:

@@ -14,7 +14,7 @@ import torch
 
 from eqsearch.config import RuleConfig
 from eqsearch.errors import GradientMappingError
-from eqsearch.models.base import Beta, EnergyModel, Grads, State
+from eqsearch.models.base import Beta, EnergyModel, Factors, Grads, State
 
 
 @dataclass
@@ -32,6 +32,34 @@ def contrast(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, a: State, bet
     """EP estimate of +∂L/∂θ: −[G(b, β_b) − G(a, β_a)] / (β_b − β_a), G = batch-mean ∂Φ_β/∂θ.
     ``drive`` (the batch's input drive) carries per-batch draws such as dropout masks into G."""
     return model.contrast(x, y, a, beta_a, b, beta_b, -1.0 / (beta_b - beta_a), pre=pre, drive=drive)
+
+
+def contrast_factors(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, a: State, beta_a: Beta, b: State,
+                     beta_b: Beta, pre: State | None = None, drive: State | None = None) -> Factors | None:
+    """:func:`contrast` in rank-B form (:data:`~eqsearch.models.base.Factors`), None where the family
+    has no such form."""
+    return model.contrast_factors(x, y, a, beta_a, b, beta_b, -1.0 / (beta_b - beta_a), pre=pre, drive=drive)
+
+
+def plain_sgd_lrs(optimizer: torch.optim.Optimizer, model: EnergyModel) -> dict[str, float] | None:
+    """Per parameter name, the learning rate of a plain SGD optimizer (exactly ``torch.optim.SGD``,
+    no momentum, weight decay, Nesterov or maximize): its step is θ ← θ − lr·g. None otherwise."""
+    if type(optimizer) is not torch.optim.SGD:
+        return None
+    for g in optimizer.param_groups:
+        if g["momentum"] or g["weight_decay"] or g["nesterov"] or g["maximize"]:
+            return None
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    return {n: float(lr_of[id(p)]) for n, p in model.named_parameters() if id(p) in lr_of}
+
+
+def sgd_update(param: torch.Tensor, p_fac: torch.Tensor, s_fac: torch.Tensor | None, rate: float) -> None:
+    """θ ← θ − rate·g in place, g given by its factors: Pᵀ S (one ``addmm_``, the gradient never
+    formed) or, for ``s_fac`` None, P.sum(0)."""
+    if s_fac is None:
+        param.sub_(p_fac.sum(0), alpha=rate)
+    else:
+        param.addmm_(p_fac.t(), s_fac, alpha=-rate)
 
 
 def check_grad_names(model: EnergyModel, names) -> None:

@@ -18,11 +18,11 @@ class BPTTRule(LearningRule):
 
     def estimate(self, model, x, y, generator) -> BatchResult:
         """Write the truncated-BPTT gradient into ``p.grad`` (no parameter change)."""
-        T1, T2 = self.cfg.T1, self.cfg.T2
+        T1, T2, order = self.cfg.T1, self.cfg.T2, self.cfg.order
         drive = model.input_drive(x, generator)  # with graph; reused by the no-graph steps
         with torch.no_grad():
-            state, _ = relax(model, drive, model.init_state(drive, generator), T1 - T2)
-        state, res_last = relax(model, drive, [s.detach() for s in state], T2)
+            state, _ = relax(model, drive, model.init_state(drive, generator), T1 - T2, order=order)
+        state, res_last = relax(model, drive, [s.detach() for s in state], T2, order=order)
         logits = model.logits(state)
         model.zero_grad(set_to_none=True)
         loss_per_sample(model.loss, logits, y).mean().backward()  # true gradients: no EP post-processing

@@ -31,7 +31,7 @@ import torch
 
 from eqsearch.losses import as_target
 from eqsearch.models.base import EnergyModel, State
-from eqsearch.rules.base import BatchResult, LearningRule, check_grad_names, write_grads
+from eqsearch.rules.base import BatchResult, LearningRule, check_grad_names, plain_sgd_lrs, sgd_update, write_grads
 from eqsearch.rules.ep import draw_sign
 from eqsearch.rules.relax import free_phase, relax
 
@@ -50,13 +50,13 @@ class ContinualRule(LearningRule):
                     optimizer: torch.optim.Optimizer, generator: torch.Generator) -> BatchResult:
         cfg = self.cfg
         draws = generator.get_state()  # the drive's random draws, replayed when it is recomputed
-        drive, free, res_free, free_steps = free_phase(model, x, cfg.T1, generator, cfg.tol, cfg.tol_every)
+        drive, free, res_free, free_steps = free_phase(model, x, cfg.T1, generator, cfg.tol, cfg.tol_every, cfg.order)
         logits = model.logits(free)
         target = as_target(y, logits.shape[1], logits.dtype)
         step = self._debug_step(model) if cfg.cep_debug else self._optimizer_step(optimizer)
         if cfg.estimator == "symmetric":
             self._continual_phase(model, x, target, drive, free, cfg.beta, 0.5, optimizer, step, draws)
-            back, _ = relax(model, drive, free, cfg.T2)  # β = 0: towards s* again (A's "third phase")
+            back, _ = relax(model, drive, free, cfg.T2, order=cfg.order)  # β = 0: towards s* again (A's "third phase")
             _, res = self._continual_phase(model, x, target, drive, back, -cfg.beta, 0.5, optimizer, step, draws)
         else:
             beta = cfg.beta * draw_sign(cfg, generator)
@@ -119,7 +119,7 @@ class ContinualRule(LearningRule):
             drive[:] = model.input_drive(x, replay)  # the drive holds first-layer weights
             k += 1
 
-        return relax(model, drive, start, T2, beta, y, on_step=update)
+        return relax(model, drive, start, T2, beta, y, on_step=update, order=self.cfg.order)
 
     def _plain_sgd_phase(self, model: EnergyModel, x: torch.Tensor, y: torch.Tensor, drive: State, start: State,
                          beta: float, weight: float, lrs: dict[str, float]) -> tuple[State, torch.Tensor]:
@@ -152,30 +152,12 @@ class ContinualRule(LearningRule):
                 elif name == b_name:
                     drive[1].sub_(p_fac.sum(0), alpha=rate)
                 else:
-                    if s_fac is None:
-                        params[name].sub_(p_fac.sum(0), alpha=rate)
-                    else:
-                        params[name].addmm_(p_fac.t(), s_fac, alpha=-rate)
+                    sgd_update(params[name], p_fac, s_fac, rate)
                     continue
                 pending[name] = pending[name] + p_fac if name in pending else p_fac
 
-        new, res = relax(model, drive, start, self.cfg.T2, beta, y, on_step=update)
+        new, res = relax(model, drive, start, self.cfg.T2, beta, y, on_step=update, order=self.cfg.order)
         for name, p_fac in pending.items():
-            rate = lrs[name] * weight
-            if name == b_name:
-                params[name].sub_(p_fac.sum(0), alpha=rate)
-            else:
-                params[name].addmm_(p_fac.t(), u0, alpha=-rate)
+            sgd_update(params[name], p_fac, None if name == b_name else u0, lrs[name] * weight)
         return new, res
 
-
-def plain_sgd_lrs(optimizer: torch.optim.Optimizer, model: EnergyModel) -> dict[str, float] | None:
-    """Per parameter name, the learning rate of a plain SGD optimizer (exactly ``torch.optim.SGD``,
-    no momentum, weight decay, Nesterov or maximize): its step is θ ← θ − lr·g. None otherwise."""
-    if type(optimizer) is not torch.optim.SGD:
-        return None
-    for g in optimizer.param_groups:
-        if g["momentum"] or g["weight_decay"] or g["nesterov"] or g["maximize"]:
-            return None
-    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
-    return {n: float(lr_of[id(p)]) for n, p in model.named_parameters() if id(p) in lr_of}
