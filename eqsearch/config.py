@@ -117,7 +117,8 @@ class TrainConfig:
     epochs: int = setting(5, low=1, help="epochs")
     seed: int = setting(0, low=0, help="seed of every random draw")
     device: str = setting("cpu", help="cpu, cuda, cuda:k or a bare GPU index")
-    threads: int | None = setting(None, low=1, help="torch CPU threads")
+    threads: int | None = setting(None, low=1, help="torch CPU threads (unset: the model family's choice, "
+                                                    "1 for MLPs, else one per core)")
     check_thm: bool = setting(False, help="GDU check (EP vs BPTT) once per epoch")
     angle_grad: bool = setting(False, help="log angle_grad: Ψ between the total (C-)EP update and the BPTT gradient, "
                                            "before training (angle_grad_initial) and after every epoch")

@@ -27,6 +27,7 @@ import torch
 from eqsearch.config import RunConfig, TrainConfig
 from eqsearch.data import Dataset, augment, batches, load_dataset, num_batches
 from eqsearch.errors import DivergedError
+from eqsearch.families import family_of
 from eqsearch.losses import loss_per_sample
 from eqsearch.models import build_model
 from eqsearch.models.base import restoring
@@ -84,8 +85,9 @@ class Trainer:
     def __init__(self, cfg: RunConfig, data: Dataset | None = None, dtype: torch.dtype = torch.float32,
                  notify: Callable[[str], None] | None = None):
         self.cfg = cfg
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
+        threads = cfg.train.threads or family_of(cfg.model.kind).cpu_threads
+        if threads:
+            torch.set_num_threads(threads)
         self.device = resolve_device(cfg.train.device, notify)
         self.data = (data or load_dataset(cfg.data)).to(self.device)
         with torch.random.fork_rng(devices=[]):

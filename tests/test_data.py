@@ -66,3 +66,34 @@ def test_shared_fashion_mnist_loads(shared_data):
     ds = load_dataset(DataConfig(dataset="fashion_mnist", root=str(shared_data)))
     assert ds.x_train.shape == (60000, 1, 28, 28) and ds.x_test.shape == (10000, 1, 28, 28)
     assert ds.y_train.max() == 9
+
+
+@pytest.mark.realdata
+def test_parsed_tensors_are_cached_and_reparsed_when_a_raw_file_changes(shared_data, tmp_path):
+    """The first load parses with torchvision and keeps the tensors next to raw/; a later load in
+    a fresh process takes them without importing torchvision; a changed raw file is parsed again."""
+    import os
+    import subprocess
+    import sys
+
+    from eqsearch.data import TENSOR_CACHE
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (shared_data / "MNIST" / "raw").glob("*.gz"):
+        shutil.copy(f, raw / f.name)
+    first = load_dataset(DataConfig(dataset="mnist", root=str(tmp_path)))
+    cache = tmp_path / "MNIST" / TENSOR_CACHE
+    assert cache.is_file()
+    code = ("import sys; from eqsearch.config import DataConfig; from eqsearch.data import load_dataset; "
+            f"ds = load_dataset(DataConfig(dataset='mnist', root={str(tmp_path)!r})); "
+            "print('torchvision' in sys.modules, int(ds.y_train.sum()), float(ds.x_test.sum()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", str(int(first.y_train.sum())), str(float(first.x_test.sum()))]
+    stamp = cache.stat().st_mtime_ns
+    extracted = raw / "t10k-labels-idx1-ubyte"
+    os.utime(extracted, ns=(extracted.stat().st_atime_ns, extracted.stat().st_mtime_ns + 10**9))
+    again = load_dataset(DataConfig(dataset="mnist", root=str(tmp_path)))
+    assert cache.stat().st_mtime_ns != stamp and torch.equal(again.y_test, first.y_test)
+    cache.write_bytes(b"not a tensor file")  # unreadable: parsed again, not an error
+    assert torch.equal(load_dataset(DataConfig(dataset="mnist", root=str(tmp_path))).y_train, first.y_train)

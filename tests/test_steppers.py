@@ -157,3 +157,18 @@ def test_async_free_phase_counts_sweeps_as_steps_and_stops_at_tol():
         _, _, res_sync, done_sync = free_phase(model, x, 200, tol=1e-6, every=5)
     assert float(res) < 1e-6 and done % 5 == 0 and done < 200
     assert float(res_sync) < 1e-6 and done <= done_sync  # Gauss-Seidel by parity needs no more sweeps
+
+
+def test_unset_threads_take_the_family_choice(monkeypatch):
+    from eqsearch.training import Trainer
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    Trainer(from_dict(overrides={"data.max_batches": 1}))           # digits MLP: one thread
+    Trainer(from_dict(overrides={"data.max_batches": 1, "train.threads": 2}))
+    assert calls == [1, 2]
+    cnn = from_dict(overrides={"model.kind": "cnn", "data.dataset": "synthetic_cifar", "model.channels": [4],
+                               "model.kernels": [3], "model.strides": [1], "model.paddings": [1], "model.pools": "m",
+                               "model.fc": [10], "optim.lrs": [0.1, 0.1]})
+    Trainer(cnn)
+    assert calls == [1, 2]  # the CNN family keeps torch's default

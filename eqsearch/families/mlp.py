@@ -39,4 +39,7 @@ FAMILY = register(Family(
     description="code base A's P_MLP / VF_MLP",
     seed_models={"MLP": "mlp", "VFMLP": "vf_mlp"},
     seed_defaults={"model.archi": [784, 512, 10], "model.act": "mysig", "model.loss": "mse"},
-    example={"archi": [6, 5, 4, 3], "act": "tanh", "loss": "mse"}, example_input=(6,)))
+    example={"archi": [6, 5, 4, 3], "act": "tanh", "loss": "mse"}, example_input=(6,),
+    # one thread: the seed MLP batch 3.3 ms vs 3.6 ms on two (benchmarks/ep_mlp.py), and no
+    # OpenMP contention when the machine is busy (a digits epoch 0.4 s vs 2.5-3.9 s on two)
+    cpu_threads=1))

@@ -34,6 +34,9 @@ class Family:
     # a tiny instance per kind for the contract test: model fields (kind added), input shape, classes
     example: dict[str, Any] = field(default_factory=dict)
     example_input: tuple[int, ...] = ()
+    # torch CPU threads of a run that leaves train.threads unset (None: torch's default, one per
+    # core); a family whose steps are small matrix products runs faster on one thread
+    cpu_threads: int | None = None
 
     def build(self, cfg, input_shape: tuple[int, ...], num_classes: int):
         """The torch module of ``cfg`` (this family's model section) for the data's shapes."""

@@ -26,8 +26,8 @@ from torch import nn
 from eqsearch.activations import IDENTITY, Activation, get_activation
 from eqsearch.config import ORDERS
 from eqsearch.losses import loss_grad, loss_per_sample
-from eqsearch.models.base import (check_layer_sizes, Beta, EnergyModel, Factors, State, VectorField, is_zero, materialize,
-                                  scale_init)
+from eqsearch.models.base import (check_layer_sizes, Beta, EnergyModel, Factors, State, VectorField, is_zero,
+                                  materialize, scale_init)
 
 
 class MLP(EnergyModel):
