@@ -26,15 +26,28 @@ the batch size). ``--variants`` also times the engine with each speed option fli
 (channels-last; on CUDA TF32 and ``torch.compile`` of the step, then all three on). For CIFAR
 the projected epoch time (391 batches of 128) is printed.
 
+``--orders`` studies fewer relaxation steps on the MNIST CNN instead (``rule.order``, ``rule.tol``):
+
+1. on one batch (MNIST with ``--data-root``, else synthetic), the free phase in the sync and the
+   async (even/odd) order: the steps each needs to bring the residual ‖s_t − s_{t−1}‖ below
+   1e-2 ... 1e-5, the median ms per step, hence the seconds to each residual;
+2. with ``--data-root``, one epoch of ``--epoch-batches`` training batches (the check command's
+   settings: T1 200, T2 10, β 0.4, Adam 5e-5 1e-5 8e-6, mbs 100) then the first ``--test-images``
+   test images, for sync / async, each without and with ``--tol``: test accuracy, relaxation
+   steps per training batch (the ``train_steps`` metric) and seconds.
+
     python benchmarks/ep_cnn.py                        # both configurations, CPU defaults
     python benchmarks/ep_cnn.py --config mnist --repeats 5
     python benchmarks/ep_cnn.py --config cifar --device cuda --variants
+    python benchmarks/ep_cnn.py --orders --data-root ../shared/data [--epoch-batches 20 --tol 1e-3]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -157,6 +170,86 @@ def run(name: str, device: torch.device, repeats: int, scale_steps: int, mbs: in
         print(f"{'vs original 5.4 s':>22}: {ORIGINAL_MNIST_CNN_S / results['engine']:10.2f}×")
 
 
+# ---------------------------------------------------------------------- fewer steps
+RESIDUALS = (1e-2, 1e-3, 1e-4, 1e-5)
+CHECK_FIELDS = {"model.kind": "cnn", "model.channels": [32, 64], "model.kernels": [5, 5], "model.strides": [1, 1],
+                "model.paddings": [0, 0], "model.pools": "mm", "model.fc": [10], "model.act": "hard_sigmoid",
+                "model.loss": "mse", "rule.estimator": "one_sided", "rule.beta": 0.4, "rule.T1": 200, "rule.T2": 10,
+                "optim.name": "adam", "optim.lrs": [5e-5, 1e-5, 8e-6], "data.batch_size": 100,
+                "data.dataset": "mnist"}
+
+
+def residual_study(device: torch.device, data_root: str | None, max_steps: int) -> None:
+    """Steps and seconds of the free phase to each residual in ``RESIDUALS``, sync vs async."""
+    from eqsearch.models.base import residual
+    from eqsearch.rules.relax import run_steps
+
+    model = build("mnist", device)
+    apply_speed_options(TrainConfig(), model)
+    if data_root:
+        from eqsearch.config import DataConfig
+        from eqsearch.data import load_dataset
+        x = load_dataset(DataConfig(dataset="mnist", root=data_root)).x_train[:100].to(device)
+    else:
+        x = torch.rand((100, 1, 28, 28), generator=torch.Generator().manual_seed(0)).to(device)
+    print(f"\n== free phase of the MNIST CNN on one batch of 100 ({'MNIST' if data_root else 'synthetic'}), "
+          f"up to {max_steps} steps")
+    print(f"{'order':>6} {'ms/step':>8} " + " ".join(f"{'steps to ' + f'{r:g}':>14} {'s':>6}" for r in RESIDUALS))
+    with torch.no_grad():
+        drive = model.input_drive(x)
+        for order in ("sync", "async"):
+            step = model.stepper(drive, order=order)
+            state, first = model.init_state(drive), {}
+            for t in range(1, max_steps + 1):
+                new = step(state)
+                r = float(residual(state, new))
+                state = new
+                for level in RESIDUALS:
+                    if r < level and level not in first:
+                        first[level] = t
+                if len(first) == len(RESIDUALS):
+                    break
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                run_steps(step, model.init_state(drive), 20)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append((time.perf_counter() - t0) / 20)
+            ms = 1000 * statistics.median(times)
+            cells = [(f"{first[r]:>14} {first[r] * ms / 1000:>6.2f}" if r in first else f"{'> ' + str(max_steps):>14} {'-':>6}")
+                     for r in RESIDUALS]
+            print(f"{order:>6} {ms:>8.1f} " + " ".join(cells))
+
+
+def epoch_study(data_root: str, device: torch.device, batches: int, test_images: int, tol: float,
+                threads: int | None) -> None:
+    """One epoch of ``batches`` training batches, then ``test_images`` test images, per variant."""
+    from eqsearch.config import from_dict
+    from eqsearch.data import Dataset, load_dataset
+    from eqsearch.training import Trainer
+
+    base = {**CHECK_FIELDS, "data.root": data_root, "data.max_batches": batches, "train.epochs": 1,
+            "train.device": str(device), **({"train.threads": threads} if threads else {})}
+    full = load_dataset(from_dict(overrides=base).data)
+    data = Dataset(full.name, full.x_train, full.y_train, full.x_test[:test_images], full.y_test[:test_images],
+                   full.num_classes)
+    print(f"\n== one epoch of {batches} batches of 100, then {test_images} test images (check command's settings)")
+    print(f"{'variant':>18} {'test acc':>9} {'train steps/batch':>18} {'train s':>8} {'test s':>7} {'total s':>8}")
+    for order in ("sync", "async"):
+        for t in (0.0, tol):
+            cfg = from_dict(overrides={**base, "rule.order": order, "rule.tol": t})
+            trainer = Trainer(cfg, data=data)
+            t0 = time.perf_counter()
+            train = trainer.train_epoch()
+            t1 = time.perf_counter()
+            test = trainer.evaluate("test")
+            t2 = time.perf_counter()
+            label = f"{order}" + (f", tol {t:g}" if t else "")
+            print(f"{label:>18} {test['test_acc']:>9.4f} {train['train_steps']:>18.1f} {t1 - t0:>8.1f} {t2 - t1:>7.1f} "
+                  f"{t2 - t0:>8.1f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", choices=["mnist", "cifar", "both"], default="both")
@@ -171,11 +264,22 @@ def main() -> None:
                    help="also time the engine with each speed option flipped (channels-last; on CUDA "
                         "also TF32 and torch.compile of the step) and, on CUDA, all on")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--orders", action="store_true", help="the fewer-steps study (rule.order, rule.tol) instead")
+    p.add_argument("--data-root", default=None, help="--orders: MNIST root (the epoch part needs it)")
+    p.add_argument("--max-steps", type=int, default=400, help="--orders: free steps of the residual study")
+    p.add_argument("--epoch-batches", type=int, default=20, help="--orders: training batches of the epoch")
+    p.add_argument("--test-images", type=int, default=1000, help="--orders: test images evaluated")
+    p.add_argument("--tol", type=float, default=1e-3, help="--orders: rule.tol of the early-exit variants")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}")
+    if a.orders:
+        residual_study(device, a.data_root, a.max_steps)
+        if a.data_root:
+            epoch_study(a.data_root, device, a.epoch_batches, a.test_images, a.tol, a.threads)
+        return
     for name in (["mnist", "cifar"] if a.config == "both" else [a.config]):
         cpu_cifar = name == "cifar" and device.type == "cpu"
         scale = a.scale_steps or (25 if cpu_cifar else 1)

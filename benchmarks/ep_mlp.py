@@ -47,13 +47,13 @@ class GenericMLP(MLP):
     stepper = EnergyModel.stepper
 
 
-def paths(estimator: str) -> dict:
-    """name -> (batch function (x, y, generator), model)."""
+def paths(estimator: str, device: torch.device) -> dict:
+    """name -> batch function (x, y, generator)."""
     rule = EPRule(RuleConfig(estimator=estimator, beta=BETA, T1=T1, T2=T2))
     out = {}
     for name, cls in (("fused", MLP), ("generic", GenericMLP), ("autograd", MLP)):
         torch.manual_seed(0)
-        model = cls(ARCHI)
+        model = cls(ARCHI).to(device)
         opt = torch.optim.SGD([{"params": g, "lr": lr} for g, lr in zip(model.synapse_groups(), LRS)])
         if name == "autograd":
             def fn(x, y, gen, m=model, o=opt):
@@ -74,19 +74,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--batches", type=int, default=40)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--data-root", default=None, help="MNIST root: also time one real epoch through fit()")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
-    xs = [torch.rand(MBS, 784, generator=g) for _ in range(args.batches)]
-    ys = [torch.randint(0, 10, (MBS,), generator=g) for _ in range(args.batches)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.batches} batches x "
+    device = torch.device(args.device)
+    xs = [torch.rand(MBS, 784, generator=g).to(device) for _ in range(args.batches)]
+    ys = [torch.randint(0, 10, (MBS,), generator=g).to(device) for _ in range(args.batches)]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; {args.batches} batches x "
           f"{args.repeats} repeats (paths in turns), median ms/batch; s/epoch = 1200 batches")
     print(f"{'estimator':<11} {'fused':>7} {'generic':>8} {'autograd':>9} {'generic/fused':>14} "
           f"{'autograd/fused':>15} {'fused s/epoch':>14}")
     for est in ("one_sided", "symmetric"):
-        fns = paths(est)
+        fns = paths(est, device)
         times: dict[str, list[float]] = {name: [] for name in fns}
         for fn in fns.values():
             for x, y in zip(xs[:5], ys[:5]):
@@ -97,6 +99,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 for x, y in zip(xs, ys):
                     fn(x, y, gen)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
                 times[name].append((time.perf_counter() - t0) / len(xs) * 1e3)
         med = {name: statistics.median(t) for name, t in times.items()}
         print(f"{est:<11} {med['fused']:>7.2f} {med['generic']:>8.2f} {med['autograd']:>9.2f} "
@@ -106,6 +110,7 @@ def main() -> None:
         cfg = from_dict(overrides={"data.dataset": "mnist", "data.root": args.data_root, "data.batch_size": MBS,
                                    "model.archi": ARCHI, "rule.estimator": "one_sided", "rule.beta": BETA,
                                    "rule.T1": T1, "rule.T2": T2, "optim.lrs": LRS, "train.epochs": 1,
+                                   "train.device": args.device,
                                    **({"train.threads": args.threads} if args.threads else {})})
         m = next(fit(cfg))
         print(f"real MNIST epoch through fit(): {m['epoch_seconds']:.2f} s (train + test evaluation), "

@@ -24,16 +24,17 @@ from eqsearch.rules import build_rule
 MNIST_TRAIN = 60000
 
 
-def time_run(name: str, cfg, autograd_batch: Callable, repeats: int, batches: int) -> None:
+def time_run(name: str, cfg, autograd_batch: Callable, repeats: int, batches: int,
+             device: torch.device = torch.device("cpu")) -> None:
     """Time both paths on ``cfg`` and print one table row."""
     mbs = cfg.data.batch_size
     g = torch.Generator().manual_seed(0)
-    xs = [torch.rand(mbs, 784, generator=g) for _ in range(batches)]
-    ys = [torch.randint(0, 10, (mbs,), generator=g) for _ in range(batches)]
+    xs = [torch.rand(mbs, 784, generator=g).to(device) for _ in range(batches)]
+    ys = [torch.randint(0, 10, (mbs,), generator=g).to(device) for _ in range(batches)]
     paths = {}
     for path in ("engine", "autograd"):
         torch.manual_seed(0)
-        model = build_model(cfg.model, (784,), 10)
+        model = build_model(cfg.model, (784,), 10).to(device)
         opt, _ = build_optimizer(cfg.optim, model)
         if path == "engine":
             fn = lambda x, y, gen, m=model, o=opt, r=build_rule(cfg.rule): r.train_batch(m, x, y, o, gen)  # noqa: E731
@@ -48,6 +49,7 @@ def time_run(name: str, cfg, autograd_batch: Callable, repeats: int, batches: in
             t0 = time.perf_counter()
             for x, y in zip(xs, ys):
                 fn(x, y, gen)
+            sync(device)
             times.append((time.perf_counter() - t0) / batches * 1e3)
     e, a = (statistics.median(paths[p][1]) for p in ("engine", "autograd"))
     per_epoch = MNIST_TRAIN / mbs / 1e3
@@ -59,15 +61,17 @@ def main(doc: str, runs: dict, autograd_batch: Callable) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.batches} batches x {args.repeats} "
-          "repeats, median ms per training batch")
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; {args.batches} batches "
+          f"x {args.repeats} repeats, median ms per training batch")
     print(f"{'run':<15} {'engine ms':>10} {'autograd ms':>12} {'ratio':>7} {'engine s/epoch':>15} "
           f"{'autograd s/epoch':>17}")
     for name, cfg in runs.items():
-        time_run(name, cfg, autograd_batch, args.repeats, args.batches)
+        time_run(name, cfg, autograd_batch, args.repeats, args.batches, device)
 
 
 def sync(device: torch.device) -> None:

@@ -1,0 +1,34 @@
+"""The prepared device run, ``benchmarks/gpu.sh``, on the CPU path (no GPU here): every engine
+benchmark it calls runs and prints its table; asking for CUDA where there is none fails at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu.sh"
+
+
+def run(**env) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **env})
+
+
+def test_gpu_script_runs_every_benchmark_on_the_cpu_path():
+    out = run(DEVICE="cpu", QUICK="1")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for label in ("MLP (code base A)", "CNN (code base A)", "CNN fewer steps", "energies (code base C)",
+                  "continual EP (code base B)", "LCA-CNN (code base D)", "precision drift"):
+        assert f"######## {label}" in out.stdout and f"-- {label}:" in out.stdout, label
+    assert "!!" not in out.stdout
+    assert "speed-up vs autograd" in out.stdout and "bfloat16" in out.stdout and "async" in out.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_gpu_script_refuses_cuda_without_a_device():
+    out = run(DEVICE="cuda")
+    assert out.returncode == 2 and "sees no CUDA device" in out.stderr
