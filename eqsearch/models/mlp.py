@@ -250,6 +250,9 @@ class FusedStep:
             else:
                 self.softmax_nudge = c
         self.drive = [d.t().contiguous() if f else d for d, f in zip(drive, self.flip)]
+        # per layer, in update order: the (matrix, state index) terms added to its drive
+        self.terms = [[(m, j) for m, j in ((self.forward[i], i - 1), (self.feedback[i], i + 1)) if m is not None]
+                      for i in range(n)]
         self.buffers: list[State] = []  # two sets: the computed layouts
         self.views: list[State] = []    # the same as states (B, n_i)
 
@@ -264,15 +267,10 @@ class FusedStep:
         out, views = self._out(state)
         cur = state if self.sync else list(state)
         for i in self.order:
-            o, flip = out[i], self.flip[i]
-            terms = []
-            if i > 0:
-                terms.append((self.forward[i], cur[i - 1]))
-            if i < self.last:
-                terms.append((self.feedback[i], cur[i + 1]))
+            o, flip, terms = out[i], self.flip[i], self.terms[i]
             # flipped: o (n_i, B) = d + M s^T; otherwise o (B, n_i) = d + s M
-            for k, (m, s) in enumerate(terms):
-                a, b = (m, s.t()) if flip else (s, m)
+            for k, (m, j) in enumerate(terms):
+                a, b = (m, cur[j].t()) if flip else (cur[j], m)
                 if k == 0:
                     torch.addmm(self.drive[i], a, b, out=o)
                 else:
