@@ -296,7 +296,7 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.
             yield x[k * batch_size:(k + 1) * batch_size], y[k * batch_size:(k + 1) * batch_size]
         else:
             idx = order[k * batch_size:(k + 1) * batch_size]
-            yield x[idx], y[idx]
+            yield x.index_select(0, idx), y.index_select(0, idx)
 
 
 def num_batches(n: int, batch_size: int, max_batches: int | None = None) -> int:

@@ -164,3 +164,26 @@ def test_task_names_are_one_list_in_any_letter_case(tmp_path):
     assert "--task [MNIST|CIFAR10|FashionMNIST|digits]" in CliRunner().invoke(main, ["train", "--help"]).output
     r = CliRunner().invoke(main, ["status", str(tmp_path)])
     assert r.exit_code == 2 and "not the results folder of a search" in r.output
+
+
+def test_console_script_exit_keeps_output_files_and_status(tmp_path):
+    """The installed ``eqsearch`` ends train / evaluate by os._exit (no interpreter teardown):
+    the output is still all there, the files complete, and a failure keeps its status."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    exe = str(Path(sys.executable).with_name("eqsearch"))
+    out = tmp_path / "run"
+    r = subprocess.run([exe, "train", "--epochs", "2", "--max-batches", "3", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.rstrip().endswith(f"run folder {out}")
+    assert [m["epoch"] for m in read_metrics(out)] == [1, 2]
+    assert torch.load(out / "checkpoint_latest.pt", weights_only=False)["epoch"] == 2
+    r = subprocess.run([exe, "evaluate", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "test accuracy" in r.stdout, r.stderr
+    r = subprocess.run([exe, "train", "--set", "rule.estimator=bogus"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "rule.estimator" in r.stderr
