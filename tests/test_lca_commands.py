@@ -169,6 +169,8 @@ def test_lca_pretrain_writes_the_dictionary_that_pretrained_mode_loads(tmp_path)
     assert [int(m["epoch"]) for m in read_metrics(run_dir)] == [1, 2]
     state = torch.load(run_dir / "checkpoint_latest.pt", weights_only=False)["model"]
     torch.testing.assert_close(state["lca.dictionary"], d)
+    r = run("evaluate", run_dir, "--checkpoint", "latest")  # so does scoring it
+    assert r.exit_code == 0 and "test accuracy" in r.output and "epoch 2" in r.output, r.output
 
 
 def test_lca_pretrain_errors_exit_2_with_one_line(tmp_path):

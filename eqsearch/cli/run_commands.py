@@ -101,12 +101,14 @@ def _evaluate(run_dir: Path, which: str, split: str, device: str | None, data_ro
     ckpt = run_dir / (BEST if which == "best" else LATEST)
     if not ckpt.exists():
         fail(f"{run_dir}: no {ckpt.name}; allowed: a run folder written by eqsearch train")
+    from eqsearch.models.base import restoring
     from eqsearch.training import Trainer
 
     overrides = {k: v for k, v in (("train.device", device), ("data.root", data_root)) if v is not None}
     try:
         cfg = load_run_config(run_dir, overrides)
-        trainer = Trainer(cfg)
+        with restoring():  # the checkpoint holds the state (an LCA-CNN's dictionary file may have moved)
+            trainer = Trainer(cfg)
     except (ConfigError, DataError) as exc:
         fail(str(exc))
     trainer.load(ckpt)
@@ -171,12 +173,14 @@ def _gducheck(ns) -> None:
     import torch
 
     from eqsearch.gdu import curve_rows, gdu_check, plot_gdu
+    from eqsearch.models.base import restoring
     from eqsearch.training import Trainer
 
     try:
         base = load_run_config(ns.load_path) if ns.load_path else None
         cfg = config_from_args(ns, base=base)
-        trainer = Trainer(cfg, dtype=torch.float64)
+        with restoring(bool(ns.load_path)):
+            trainer = Trainer(cfg, dtype=torch.float64)
     except (ConfigError, DataError) as exc:
         fail(str(exc))
     if ns.load_path:
