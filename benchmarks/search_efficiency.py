@@ -1,7 +1,12 @@
 """Search efficiency: this platform's search (Optuna TPE + ASHA, the settings of
 search_spaces/quickstart.yaml) against random search without early stopping, on the quickstart's
-digits MLP space, with the same number of trials, the same CPUs (2 trials at a time, 1 CPU each)
-and the same seeds. Every search runs through `eqsearch search` in its own process.
+digits MLP space, with the same CPUs (2 trials at a time, 1 CPU each), the same seeds and, by
+default, the same expected epoch budget: random search runs --num-samples trials of all epochs,
+TPE + ASHA as many trials as that budget buys at ASHA's expected epochs per trial
+(`eqsearch.search.console.Budget`); --same-trials gives both --num-samples trials instead. Every
+search runs through `eqsearch search` in its own process. --grace-period / --reduction-factor
+change ASHA's settings (and so the equal budget); --only runs one method's searches and prints
+their lines (to try ASHA settings against a random-search run already measured).
 
 For each method it prints, as medians over the repeats, the best test accuracy any trial had
 reported by a given wall time since the search started (Tune's per-report timestamps), the
@@ -9,7 +14,7 @@ time each method took to reach a common target (the lower of the two methods' me
 best, so that both reach it), and the ratio of those times (random / TPE + ASHA: > 1 means the
 platform's search gets there sooner).
 
-    .venv/bin/python benchmarks/search_efficiency.py [--repeats 3] [--num-samples 24]
+    .venv/bin/python benchmarks/search_efficiency.py [--repeats 3] [--num-samples 24] [--same-trials]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "quickstart.yaml"
 METHODS = {"tpe+asha": {}, "random": {"sampler": "random", "scheduler": None}}
+ASHA = dict(yaml.safe_load(SPACE.read_text())["scheduler"]["asha"])  # the shipped settings; flags change them
 
 
 def space_file(folder: Path, method: str, seed: int, num_samples: int) -> Path:
@@ -34,12 +40,21 @@ def space_file(folder: Path, method: str, seed: int, num_samples: int) -> Path:
     tree = yaml.safe_load(SPACE.read_text())
     tree["name"] = f"efficiency-{method.replace('+', '-')}"
     settings = dict(METHODS[method])
-    if "scheduler" in settings:
-        tree["scheduler"] = settings.pop("scheduler")
+    tree["scheduler"] = settings.pop("scheduler") if "scheduler" in settings else {"asha": ASHA}
     tree["search"].update(seed=seed, num_samples=num_samples, **settings)
     path = folder / f"{tree['name']}-{seed}.yaml"
     path.write_text(yaml.safe_dump(tree, sort_keys=False))
     return path
+
+
+def equal_budget_samples(num_samples: int) -> int:
+    """Trials of TPE + ASHA whose expected epochs equal ``num_samples`` full trials."""
+    from eqsearch.search.console import Budget
+
+    tree = yaml.safe_load(SPACE.read_text())
+    epochs = tree["base"]["train"]["epochs"]
+    per_trial = Budget(epochs, ASHA).left()
+    return round(num_samples * epochs / per_trial)
 
 
 def best_so_far(results: Path, name: str) -> list[tuple[float, float]]:
@@ -90,19 +105,30 @@ def run(method: str, seed: int, num_samples: int) -> tuple[list[tuple[float, flo
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--num-samples", type=int, default=24)
+    ap.add_argument("--num-samples", type=int, default=24, help="trials of random search")
+    ap.add_argument("--same-trials", action="store_true", help="TPE + ASHA runs --num-samples trials too")
+    ap.add_argument("--grace-period", type=int, default=ASHA["grace_period"])
+    ap.add_argument("--reduction-factor", type=int, default=ASHA["reduction_factor"])
+    ap.add_argument("--only", choices=list(METHODS), help="run one method only (no comparison)")
     args = ap.parse_args()
+    ASHA.update(grace_period=args.grace_period, reduction_factor=args.reduction_factor)
+    samples = {"random": args.num_samples,
+               "tpe+asha": args.num_samples if args.same_trials else equal_budget_samples(args.num_samples)}
+    print(f"trials: tpe+asha {samples['tpe+asha']} (asha {ASHA}), random {samples['random']}"
+          f"{'' if args.same_trials else ' (equal expected epochs)'}", flush=True)
     curves: dict[str, list] = {m: [] for m in METHODS}
     walls: dict[str, list] = {m: [] for m in METHODS}
     for seed in range(args.repeats):
         print(f"repeat {seed + 1}/{args.repeats}", flush=True)
-        for method in METHODS:
-            curve, wall = run(method, seed, args.num_samples)
+        for method in [args.only] if args.only else METHODS:
+            curve, wall = run(method, seed, samples[method])
             curves[method].append(curve)
             walls[method].append(wall)
+    if args.only:
+        return
     horizon = min(min(w) for w in walls.values())  # every search of both methods ran this long
     marks = [horizon * f for f in (0.25, 0.5, 0.75, 1.0)]
-    print(f"\nbest test_acc reached by wall time (median of {args.repeats} repeats; {args.num_samples} trials each):")
+    print(f"\nbest test_acc reached by wall time (median of {args.repeats} repeats):")
     print("method      " + "".join(f"{m:>9.0f} s" for m in marks) + "   final    wall")
     finals = {}
     for method in METHODS:

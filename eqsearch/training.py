@@ -135,7 +135,7 @@ class Trainer:
                 x = augment(x, gen)
             result = self.rule.train_batch(self.model, x, y, self.optimizer, gen)
             self.model.on_batch_end()
-            chunk.append((result.logits.clone(), y))
+            chunk.append((result.logits.detach().clone(), y))
             res_free += result.residual_free
             steps += cfg.rule.steps_per_batch() if result.steps is None else result.steps
             if result.residual_nudged is not None:
