@@ -32,28 +32,29 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "quickstart.yaml"
 METHODS = {"tpe+asha": {}, "random": {"sampler": "random", "scheduler": None}}
-ASHA = dict(yaml.safe_load(SPACE.read_text())["scheduler"]["asha"])  # the shipped settings; flags change them
+SHIPPED_ASHA = yaml.safe_load(SPACE.read_text())["scheduler"]["asha"]
 
 
-def space_file(folder: Path, method: str, seed: int, num_samples: int) -> Path:
-    """The quickstart space as ``method`` searches it, with ``seed`` and ``num_samples``."""
+def space_file(folder: Path, method: str, seed: int, num_samples: int, asha: dict) -> Path:
+    """The quickstart space as ``method`` searches it, with ``seed``, ``num_samples`` and (TPE + ASHA)
+    the ASHA settings ``asha``."""
     tree = yaml.safe_load(SPACE.read_text())
     tree["name"] = f"efficiency-{method.replace('+', '-')}"
     settings = dict(METHODS[method])
-    tree["scheduler"] = settings.pop("scheduler") if "scheduler" in settings else {"asha": ASHA}
+    tree["scheduler"] = settings.pop("scheduler") if "scheduler" in settings else {"asha": asha}
     tree["search"].update(seed=seed, num_samples=num_samples, **settings)
     path = folder / f"{tree['name']}-{seed}.yaml"
     path.write_text(yaml.safe_dump(tree, sort_keys=False))
     return path
 
 
-def equal_budget_samples(num_samples: int) -> int:
-    """Trials of TPE + ASHA whose expected epochs equal ``num_samples`` full trials."""
+def equal_budget_samples(num_samples: int, asha: dict) -> int:
+    """Trials of TPE + ASHA (settings ``asha``) whose expected epochs equal ``num_samples`` full trials."""
     from eqsearch.search.console import Budget
 
     tree = yaml.safe_load(SPACE.read_text())
     epochs = tree["base"]["train"]["epochs"]
-    per_trial = Budget(epochs, ASHA).left()
+    per_trial = Budget(epochs, asha).left()
     return round(num_samples * epochs / per_trial)
 
 
@@ -84,11 +85,11 @@ def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
     return next((s for s, acc in curve if acc >= target), None)
 
 
-def run(method: str, seed: int, num_samples: int) -> tuple[list[tuple[float, float]], float]:
+def run(method: str, seed: int, num_samples: int, asha: dict) -> tuple[list[tuple[float, float]], float]:
     """One search: its best-so-far curve and its wall time (seconds)."""
     exe = Path(sys.executable).with_name("eqsearch")
     with tempfile.TemporaryDirectory(prefix="eqs-eff-") as tmp:
-        space = space_file(Path(tmp), method, seed, num_samples)
+        space = space_file(Path(tmp), method, seed, num_samples, asha)
         results = Path(tmp) / "results"
         subprocess.run([str(exe), "search", str(space), "--results", str(results), "--no-dashboard", "--quiet"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -107,21 +108,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--num-samples", type=int, default=24, help="trials of random search")
     ap.add_argument("--same-trials", action="store_true", help="TPE + ASHA runs --num-samples trials too")
-    ap.add_argument("--grace-period", type=int, default=ASHA["grace_period"])
-    ap.add_argument("--reduction-factor", type=int, default=ASHA["reduction_factor"])
+    ap.add_argument("--grace-period", type=int, default=SHIPPED_ASHA["grace_period"])
+    ap.add_argument("--reduction-factor", type=int, default=SHIPPED_ASHA["reduction_factor"])
     ap.add_argument("--only", choices=list(METHODS), help="run one method only (no comparison)")
     args = ap.parse_args()
-    ASHA.update(grace_period=args.grace_period, reduction_factor=args.reduction_factor)
+    asha = {"grace_period": args.grace_period, "reduction_factor": args.reduction_factor}
     samples = {"random": args.num_samples,
-               "tpe+asha": args.num_samples if args.same_trials else equal_budget_samples(args.num_samples)}
-    print(f"trials: tpe+asha {samples['tpe+asha']} (asha {ASHA}), random {samples['random']}"
+               "tpe+asha": args.num_samples if args.same_trials else equal_budget_samples(args.num_samples, asha)}
+    print(f"trials: tpe+asha {samples['tpe+asha']} (asha {asha}), random {samples['random']}"
           f"{'' if args.same_trials else ' (equal expected epochs)'}", flush=True)
     curves: dict[str, list] = {m: [] for m in METHODS}
     walls: dict[str, list] = {m: [] for m in METHODS}
     for seed in range(args.repeats):
         print(f"repeat {seed + 1}/{args.repeats}", flush=True)
         for method in [args.only] if args.only else METHODS:
-            curve, wall = run(method, seed, samples[method])
+            curve, wall = run(method, seed, samples[method], asha)
             curves[method].append(curve)
             walls[method].append(wall)
     if args.only:

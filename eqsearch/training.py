@@ -36,7 +36,7 @@ from eqsearch.rules import build_rule, free_phase
 from eqsearch.run_folder import (BEST, CONFIG_FILE, LATEST, METRICS_FILE, append_metrics, load_run_config,
                                  read_metrics, write_metrics)
 
-__all__ = ["Trainer", "fit", "prepare_run", "resolve_device", "epoch_generator", "BEST", "CONFIG_FILE", "LATEST",
+__all__ = ["Trainer", "fit", "prepare_run", "restored_trainer", "resolve_device", "epoch_generator", "BEST", "CONFIG_FILE", "LATEST",
            "METRICS_FILE", "append_metrics", "load_run_config", "read_metrics"]
 
 GDU_SAMPLES = 5  # samples used by the per-epoch GDU check (code base A's --check-thm)
@@ -250,6 +250,17 @@ class Trainer:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
 
 
+def restored_trainer(cfg: RunConfig, checkpoint: str | Path, *, data: Dataset | None = None,
+                     dtype: torch.dtype = torch.float32, notify: Callable[[str], None] | None = None) -> Trainer:
+    """A :class:`Trainer` loaded from ``checkpoint``, its model built as one about to be restored
+    (:func:`~eqsearch.models.base.restoring`: files the checkpoint replaces, such as an LCA-CNN's
+    dictionary, are not read and may have moved)."""
+    with restoring():
+        trainer = Trainer(cfg, data=data, dtype=dtype, notify=notify)
+    trainer.load(checkpoint)
+    return trainer
+
+
 def prepare_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False,
                 restore_from: str | Path | None = None, data: Dataset | None = None,
                 notify: Callable[[str], None] | None = None) -> Trainer:
@@ -262,16 +273,16 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bo
     run = Path(run_dir) if run_dir is not None else None
     if resume and run is not None and (run / LATEST).exists():
         restore_from = run / LATEST
-    with restoring(restore_from is not None):  # the checkpoint, not the model's files, has its state
+    if restore_from is None:
         trainer = Trainer(cfg, data=data, notify=notify)
+    else:
+        trainer = restored_trainer(cfg, restore_from, data=data, notify=notify)
     if run is not None:
         run.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(run / CONFIG_FILE)
         if not resume and restore_from is None and (run / METRICS_FILE).exists():
             (run / METRICS_FILE).unlink()
-    if restore_from is not None:
-        trainer.load(restore_from)
-        if run is not None and trainer.history:
+        if restore_from is not None and trainer.history:
             # the checkpoint's epochs, however much of metrics.csv the folder kept (a Tune trial
             # restored into a fresh folder; a kill between the metrics row and the checkpoint)
             write_metrics(run / METRICS_FILE, trainer.history)

@@ -101,17 +101,14 @@ def _evaluate(run_dir: Path, which: str, split: str, device: str | None, data_ro
     ckpt = run_dir / (BEST if which == "best" else LATEST)
     if not ckpt.exists():
         fail(f"{run_dir}: no {ckpt.name}; allowed: a run folder written by eqsearch train")
-    from eqsearch.models.base import restoring
-    from eqsearch.training import Trainer
+    from eqsearch.training import restored_trainer
 
     overrides = {k: v for k, v in (("train.device", device), ("data.root", data_root)) if v is not None}
     try:
         cfg = load_run_config(run_dir, overrides)
-        with restoring():  # the checkpoint holds the state (an LCA-CNN's dictionary file may have moved)
-            trainer = Trainer(cfg)
+        trainer = restored_trainer(cfg, ckpt)
     except (ConfigError, DataError) as exc:
         fail(str(exc))
-    trainer.load(ckpt)
     splits = ["train", "test"] if split == "both" else [split]
     for s in splits:
         m = trainer.evaluate(s)
@@ -173,18 +170,17 @@ def _gducheck(ns) -> None:
     import torch
 
     from eqsearch.gdu import curve_rows, gdu_check, plot_gdu
-    from eqsearch.models.base import restoring
-    from eqsearch.training import Trainer
+    from eqsearch.training import Trainer, restored_trainer
 
     try:
         base = load_run_config(ns.load_path) if ns.load_path else None
         cfg = config_from_args(ns, base=base)
-        with restoring(bool(ns.load_path)):
+        if ns.load_path:
+            trainer = restored_trainer(cfg, Path(ns.load_path) / BEST, dtype=torch.float64)
+        else:
             trainer = Trainer(cfg, dtype=torch.float64)
     except (ConfigError, DataError) as exc:
         fail(str(exc))
-    if ns.load_path:
-        trainer.load(Path(ns.load_path) / BEST)
     out = Path(ns.out or default_run_dir(cfg, "gducheck"))
     out.mkdir(parents=True, exist_ok=True)
     samples = min(20, cfg.data.batch_size)
