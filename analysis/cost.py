@@ -1,9 +1,11 @@
 """The compute cost of a trial in relaxation steps.
 
 A relaxation step is one closed-form update of every layer for a whole minibatch; the steps of
-one training batch are the rule's (:meth:`eqsearch.config.RuleConfig.steps_per_batch`). The
-per-epoch evaluation (``T1`` steps per test batch) is not counted: it is the same for every
-estimator. A trial's cost is ``epochs_run × batches per epoch × steps per batch``.
+one training batch are those its epoch's ``train_steps`` metric logged (fewer than the rule's
+:meth:`eqsearch.config.RuleConfig.steps_per_batch` when ``rule.tol`` ends phases early; the
+rule's where an epoch has no such metric). The per-epoch evaluation (``T1`` steps per test batch)
+is not counted: it is the same for every estimator. A trial's cost is the sum over its epochs of
+``batches per epoch × steps per batch``.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ def train_size(cfg: RunConfig) -> int | None:
     return _TRAIN_SIZES[key]
 
 
-def relaxation_steps(cfg: RunConfig, epochs_run: int) -> float:
-    """Training relaxation steps of ``epochs_run`` epochs (NaN when the data set is unavailable)."""
+def relaxation_steps(cfg: RunConfig, history: list[dict]) -> float:
+    """Training relaxation steps of the epochs of ``history`` (per-epoch metrics dicts; NaN when
+    the data set is unavailable)."""
     n = train_size(cfg)
     if n is None:
         return math.nan
-    return float(epochs_run * num_batches(n, cfg.data.batch_size, cfg.data.max_batches) * cfg.rule.steps_per_batch())
+    per_batch = [m.get("train_steps") for m in history]
+    steps = sum(cfg.rule.steps_per_batch() if s is None or math.isnan(s) else s for s in per_batch)
+    return float(num_batches(n, cfg.data.batch_size, cfg.data.max_batches) * steps)

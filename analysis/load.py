@@ -80,7 +80,7 @@ def trial_record(search: str, trial_id: str, trial_name: str, stop_reason: str, 
     row["best_test_acc"] = best_acc
     row["best_epoch"] = best_epoch
     row["wall_seconds"] = sum(m.get("epoch_seconds") or 0.0 for m in history)
-    row["relaxation_steps"] = relaxation_steps(cfg, epochs_run)
+    row["relaxation_steps"] = relaxation_steps(cfg, history)
     row["estimator"] = cfg.rule.label
     row.update(flat_config(cfg))
     return row

@@ -1,6 +1,7 @@
 """Summary tables of a search's trials at equal fidelity: the metric by estimator × β, by loss,
 by initial and measured weight angle, by LCA dictionary mode × λ (with the code's sparsity), its
-correlation with the EP-vs-BPTT gradient angle and the code's sparsity, over seeds, by ASHA rung,
+correlation with the EP-vs-BPTT gradient angle and the code's sparsity, by relaxation (update
+order × early-exit tolerance, with the steps and seconds each cost), over seeds, by ASHA rung,
 parameter importance, and the top trials.
 
 Trials of an ASHA search run different numbers of epochs, so the grouped tables and the
@@ -155,6 +156,28 @@ def by_sparse_coding(trials: pd.DataFrame, metric: str, extra: list[str]) -> pd.
     return table
 
 
+RELAXATION_COST = ("train_steps", "epoch_seconds")  # a trial's cost at the compared epoch
+
+
+def by_relaxation(trials: pd.DataFrame, metric: str, extra: list[str]) -> pd.DataFrame | None:
+    """The metric per layer update order × early-exit tolerance (``rule.order`` × ``rule.tol``),
+    with each group's mean cost (``mean_train_steps``: relaxation steps run per training batch;
+    ``mean_epoch_seconds``), when trials differ in either: accuracy against steps."""
+    order, tol = "config.rule.order", "config.rule.tol"
+    if order not in trials or tol not in trials:
+        return None
+    df = trials[trials[order].notna() & trials[tol].notna()]
+    if df.empty or (df[order].nunique() < 2 and df[tol].nunique() < 2):
+        return None
+    by = [*extra, order, tol]
+    table = group_stats(df, by, metric)
+    cost = [c for c in RELAXATION_COST if c in df]
+    if cost:
+        means = df.groupby(by, sort=True, observed=True)[cost].mean().add_prefix("mean_")
+        table = table.merge(means.reset_index(), on=by)
+    return table
+
+
 def by_weight_angle(trials: pd.DataFrame, metric: str, extra: list[str]) -> pd.DataFrame | None:
     angle = mean_angle(trials)
     if angle is None or not angle.notna().any():
@@ -297,6 +320,7 @@ def summarize(trials: pd.DataFrame, curves: pd.DataFrame, metric: str = "test_ac
         "by_model": (by_model, "one model kind in every trial"),
         "by_initial_angle": (by_initial_angle, "no trials with different model.angle (code base B's vf_* models)"),
         "by_sparse_coding": (by_sparse_coding, "no LCA-CNN trials differing in model.dict_training or model.lca.lam"),
+        "by_relaxation": (by_relaxation, "no trials differing in rule.order or rule.tol"),
         "by_weight_angle": (by_weight_angle, "no angle_B<k> metrics: only vector-field models (vf_mlp, vf_cnn) "
                                              "log the backward/forward weight angle"),
         "gradient_angle_correlation": (diagnostic_correlation, "no GDU diagnostics (gdu_angle, ...) in two or more "

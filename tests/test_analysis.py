@@ -320,6 +320,36 @@ def test_by_sparse_coding_groups_lca_trials_by_mode_and_lambda():
     assert by_sparse_coding(trials.drop(columns="config.model.lca.lam"), "test_acc", []) is None
 
 
+def test_by_relaxation_weighs_accuracy_against_the_steps_run():
+    from analysis.tables import by_relaxation
+
+    trials = pd.DataFrame({"config.rule.order": ["sync", "sync", "async", "async", "sync"],
+                           "config.rule.tol": [0.0, 0.0, 0.0, 1e-3, 1e-3],
+                           "test_acc": [0.9, 0.8, 0.85, 0.83, 0.86], "train_steps": [40.0, 40.0, 40.0, 22.0, 31.0],
+                           "epoch_seconds": [4.0, 4.2, 4.1, 2.3, 3.0]})
+    table = by_relaxation(trials, "test_acc", []).set_index(["config.rule.order", "config.rule.tol"])
+    assert table.loc[("sync", 0.0), "n"] == 2 and abs(table.loc[("sync", 0.0), "mean"] - 0.85) < 1e-12
+    assert table.loc[("async", 1e-3), "mean_train_steps"] == 22.0
+    assert abs(table.loc[("sync", 0.0), "mean_epoch_seconds"] - 4.1) < 1e-12
+    assert table["n"].sum() == 5
+    same = trials.assign(**{"config.rule.order": "sync", "config.rule.tol": 0.0})
+    assert by_relaxation(same, "test_acc", []) is None  # nothing varies: no table
+    assert by_relaxation(trials.drop(columns="config.rule.tol"), "test_acc", []) is None
+
+
+def test_relaxation_steps_count_the_steps_each_epoch_ran():
+    from analysis.cost import relaxation_steps
+    from eqsearch.config import from_dict
+
+    cfg = from_dict(overrides={"data.max_batches": 6, "rule.T1": 20, "rule.T2": 8, "rule.tol": 1e-3,
+                               "rule.estimator": "one_sided"})
+    full = cfg.rule.steps_per_batch()
+    assert full == 28  # one-sided: T1 + T2
+    # epoch 1 ended its phases early (22.5 steps per batch); epoch 2 logged no train_steps
+    assert relaxation_steps(cfg, [{"epoch": 1, "train_steps": 22.5}, {"epoch": 2}]) == 6 * (22.5 + full)
+    assert relaxation_steps(cfg, []) == 0.0
+
+
 # ---------------------------------------------------------------------- readable plots
 def shown_tick_labels(axis) -> list:
     """The non-empty tick labels an Axis draws (ticks inside its view, major and minor), as of
