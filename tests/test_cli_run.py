@@ -167,8 +167,9 @@ def test_task_names_are_one_list_in_any_letter_case(tmp_path):
 
 
 def test_console_script_exit_keeps_output_files_and_status(tmp_path):
-    """The installed ``eqsearch`` ends train / evaluate by os._exit (no interpreter teardown):
-    the output is still all there, the files complete, and a failure keeps its status."""
+    """The installed ``eqsearch`` ends by os._exit from its last exit handler (no interpreter
+    teardown): the output is still all there, the files complete, and a failure keeps its status
+    (the searches' subprocess tests check the same after Ray and MLflow ran)."""
     import subprocess
     import sys
     from pathlib import Path
