@@ -32,3 +32,21 @@ def test_gpu_script_runs_every_benchmark_on_the_cpu_path():
 def test_gpu_script_refuses_cuda_without_a_device():
     out = run(DEVICE="cuda")
     assert out.returncode == 2 and "sees no CUDA device" in out.stderr
+
+
+def test_search_overhead_counts_the_cost_of_each_report_after_a_trials_first(tmp_path, monkeypatch):
+    """``per_epoch_cost``: Tune's time between reports minus the epoch's own seconds, first
+    reports (which hold the trial's set-up) left out."""
+    import json
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    from search_overhead import per_epoch_cost
+
+    rows = {"ep_a": [(1.9, 0.1), (0.12, 0.1), (0.25, 0.2)], "ep_b": [(2.0, 0.1)]}
+    for name, reports in rows.items():
+        folder = tmp_path / "tune" / "space" / name
+        folder.mkdir(parents=True)
+        folder.joinpath("result.json").write_text(
+            "".join(json.dumps({"time_this_iter_s": t, "epoch_seconds": e}) + "\n" for t, e in reports))
+    costs, epochs = per_epoch_cost(tmp_path)
+    assert costs == pytest.approx([0.02, 0.05]) and epochs == [0.1, 0.2]
