@@ -188,3 +188,22 @@ def test_console_script_exit_keeps_output_files_and_status(tmp_path):
     assert r.returncode == 0 and "test accuracy" in r.stdout, r.stderr
     r = subprocess.run([exe, "train", "--set", "rule.estimator=bogus"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "rule.estimator" in r.stderr
+
+
+@pytest.mark.parametrize("body, status, text, out", [
+    ("raise ZeroDivisionError('boom')", 1, "ZeroDivisionError: boom", ""),  # uncaught: traceback, status 1
+    ("sys.exit('stopped: boom')", 1, "stopped: boom", ""),                    # a message: printed, status 1
+    ("sys.exit(3)", 3, "", ""),
+    ("print('done', end='')", 0, "", "done"),                                 # unflushed output kept
+])
+def test_console_script_status_matches_pythons_own(body, status, text, out):
+    """The last exit handler ends the process with the status Python itself would give."""
+    import subprocess
+    import sys
+
+    code = ("import sys, eqsearch.cli as cli\n"
+            f"def main():\n    {body}\n"
+            "cli.main = main\ncli.run()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == status, r.stderr
+    assert text in r.stderr and r.stdout == out
