@@ -236,7 +236,7 @@ def test_killed_search_resumes(tmp_path):
     space = tmp_path / "space.yaml"
     tree = small_quickstart(num_samples=6)
     tree["base"]["train"]["epochs"] = 3
-    tree["base"]["data"]["max_batches"] = 30
+    tree["base"]["data"]["max_batches"] = 60
     space.write_text(yaml.safe_dump(tree))
     results = tmp_path / "results"
     ray_tmp = tempfile.mkdtemp(prefix="eqs-rt-", dir="/tmp")
@@ -250,9 +250,12 @@ def test_killed_search_resumes(tmp_path):
                 break
             time.sleep(0.2)
         assert len(finished) >= 2
-        # Tune saves its experiment state every TUNE_GLOBAL_CHECKPOINT_S (2 s): trials that ended
-        # more than one period before the kill are in it and must be kept as they were
-        time.sleep(3.0)
+        # Tune saves its experiment state every TUNE_GLOBAL_CHECKPOINT_S (2 s): once a save
+        # follows the trials' end they are in it, and must be kept as they were; kill right then
+        seen = time.time()
+        while time.time() < seen + 30 and proc.poll() is None and not any(
+                p.stat().st_mtime > seen + 0.1 for p in results.glob("tune/*/experiment_state-*.json")):
+            time.sleep(0.05)
         assert proc.poll() is None, "search ended before it could be killed:\n" + proc.stdout.read()
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
