@@ -27,7 +27,6 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
 BAR = 0.15  # the overhead the issue allows
 
 
