@@ -84,10 +84,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="eqs-bench-") as tmp:
             results = Path(tmp) / "results"
             t0 = time.perf_counter()
-            subprocess.run([str(exe), "search", args.space, "--results", str(results), "--num-samples",
-                            str(args.num_samples), "--no-dashboard", "--quiet", *sets], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            done = subprocess.run([str(exe), "search", args.space, "--results", str(results), "--num-samples",
+                                   str(args.num_samples), "--no-dashboard", "--quiet", *sets],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             search_s.append(time.perf_counter() - t0)
+            if done.returncode != 0:  # e.g. a bad --space or --set: eqsearch's own message
+                sys.exit(f"eqsearch search failed (status {done.returncode}):\n{done.stderr.strip()}")
             jobs = trial_configs(results)
             c, e = per_epoch_cost(results)
             costs += c
