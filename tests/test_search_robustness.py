@@ -310,6 +310,30 @@ def test_no_ray_process_of_a_killed_driver_outlives_it(cli_space):
     assert not [p for p in spawned if Path(f"/proc/{p}").exists()]
 
 
+def test_the_end_of_a_local_ray_session_leaves_none_of_its_processes():
+    """RaySession.end (the autoscaler monitor killed first, then ``ray.shutdown()``): every
+    process Ray started is gone when it returns, and Ray is no longer initialized."""
+    script = f"""
+import os, sys
+from eqsearch.search import driver
+session = driver.start_ray(None, dashboard=False, num_cpus=2)
+node = driver.ray._private.worker._global_node
+procs = {{kind: [i.process for i in infos] for kind, infos in node.all_processes.items()}}
+assert "monitor" in procs and "gcs_server" in procs and "raylet" in procs, sorted(procs)
+session.end()
+alive = [kind for kind, ps in procs.items() for p in ps if p.poll() is None]
+assert not alive and not driver.ray.is_initialized(), alive
+print("ended", sorted(procs))
+"""
+    ray_tmp = tempfile.mkdtemp(prefix="eqs-rt-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "RAY_TMPDIR": ray_tmp})
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 0 and "ended" in done.stdout, done.stdout + done.stderr
+
+
 def test_a_missing_data_root_fails_before_ray_starts(tmp_path):
     t0 = time.time()
     r = subprocess.run([str(Path(sys.executable).with_name("eqsearch")), "search", "quickstart", "--results",

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,7 @@ for _k, _v in {"RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDU
 import optuna  # noqa: E402
 import ray  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
+from ray._private import ray_constants  # noqa: E402  (the name of the autoscaler monitor's process)
 from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
@@ -479,8 +481,25 @@ class RaySession:
     def end(self) -> None:
         """Shut down the Ray this driver started (and let its watchdog reap what lingers)."""
         if self.started_here:
+            _kill_autoscaler_monitor()
             ray.shutdown()
             reaper.stop(self.watchdog)
+
+
+def _kill_autoscaler_monitor() -> None:
+    """End the autoscaler monitor of a Ray started here before ``ray.shutdown()`` does. Shutdown
+    stops the GCS first and then sends the monitor SIGTERM, whose handler reports to the stopped
+    GCS until shutdown's 1 s grace runs out and it is killed anyway: 1.0 s of every search's end,
+    measured. A local Ray has nothing to autoscale, so SIGKILL loses nothing. (Ray keeps its
+    processes in a private attribute; without it, shutdown goes on as before.)"""
+    node = getattr(ray._private.worker, "_global_node", None)
+    for info in getattr(node, "all_processes", {}).get(ray_constants.PROCESS_TYPE_MONITOR, []):
+        if info.process.poll() is None:
+            info.process.kill()
+            try:
+                info.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # stuck in the kernel: shutdown's own wait reports it
+                pass
 
 
 def start_ray(address: str | None, dashboard: bool, num_cpus: int | None = None) -> RaySession:
