@@ -23,7 +23,7 @@ path is code base A's (contiguous tensors). ``--scale-steps k`` divides T1 and T
 ``--mbs`` overrides the batch size, for a quick look at the CIFAR configuration on a CPU; the
 printed "projected" figure multiplies back (time is linear in steps and, for large batches, in
 the batch size). ``--variants`` also times the engine with each speed option flipped
-(channels-last; on CUDA TF32 and ``torch.compile`` of the step, then all three on). For CIFAR
+(channels-last; on CUDA TF32 and ``torch.compile`` of the step or of each phase, then all on). For CIFAR
 the projected epoch time (391 batches of 128) is printed.
 
 ``--orders`` studies fewer relaxation steps on the MNIST CNN instead (``rule.order``, ``rule.tol``):
@@ -148,11 +148,11 @@ def run(name: str, device: torch.device, repeats: int, scale_steps: int, mbs: in
     if variants:
         flips = [("channels_last", not default.channels_last)]
         if device.type == "cuda":
-            flips += [("tf32", not default.tf32), ("compile", not default.compile)]
+            flips += [("tf32", not default.tf32), ("compile", "step"), ("compile", "phase")]
         for option, value in flips:
             paths[f"engine {option}={value}"] = engine(replace(default, **{option: value}))
         if device.type == "cuda":
-            paths["engine all on"] = engine(replace(default, tf32=True, channels_last=True, compile=True))
+            paths["engine all on"] = engine(replace(default, tf32=True, channels_last=True, compile="phase"))
     if not skip_autograd:
         model = build(name, device)
         paths["autograd"] = lambda: autograd_batch(model, x, y, rule_run)

@@ -11,12 +11,15 @@ projected s/epoch (1200 batches of MNIST) and the ratios:
 - ``generic``: the same rule through the contract's generic parts, as the engine ran before the
   fused paths: ``model.step`` at every step, the gradients formed, written to ``p.grad`` and
   stepped by the optimizer;
-- ``autograd``: code base A's way, every step by autograd of Φ.
+- ``autograd``: code base A's way, every step by autograd of Φ;
+- with ``--compile``, ``compiled``: ``train.compile = "phase"``, each fixed-length phase through
+  ``torch.compile`` (mode reduce-overhead: one CUDA-graph replay per phase on a GPU), compiled
+  during the warm-up batches.
 
 With --data-root (MNIST files present) it also times one real epoch through ``fit()`` (training
 + test evaluation).
 
-    python benchmarks/ep_mlp.py [--repeats 7] [--batches 40] [--threads N] [--data-root DIR]
+    python benchmarks/ep_mlp.py [--repeats 7] [--batches 40] [--threads N] [--compile] [--data-root DIR]
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from autograd_baseline import autograd_ep_grads  # noqa: E402
 
-from eqsearch.config import RuleConfig, from_dict  # noqa: E402
+from eqsearch.config import RuleConfig, TrainConfig, from_dict  # noqa: E402
 from eqsearch.models import MLP, EnergyModel  # noqa: E402
 from eqsearch.rules import EPRule, LearningRule  # noqa: E402
-from eqsearch.training import fit  # noqa: E402
+from eqsearch.training import apply_speed_options, fit  # noqa: E402
 
 ARCHI, T1, T2, BETA, MBS, LRS = [784, 512, 10], 30, 10, 0.1, 50, [0.08, 0.04]
 MNIST_BATCHES = 60000 // MBS
@@ -47,13 +50,16 @@ class GenericMLP(MLP):
     stepper = EnergyModel.stepper
 
 
-def paths(estimator: str, device: torch.device) -> dict:
+def paths(estimator: str, device: torch.device, compiled: bool) -> dict:
     """name -> batch function (x, y, generator)."""
     rule = EPRule(RuleConfig(estimator=estimator, beta=BETA, T1=T1, T2=T2))
     out = {}
-    for name, cls in (("fused", MLP), ("generic", GenericMLP), ("autograd", MLP)):
+    kinds = (("fused", MLP), ("generic", GenericMLP), ("autograd", MLP)) + ((("compiled", MLP),) if compiled else ())
+    for name, cls in kinds:
         torch.manual_seed(0)
         model = cls(ARCHI).to(device)
+        if name == "compiled":
+            apply_speed_options(TrainConfig(compile="phase"), model)
         opt = torch.optim.SGD([{"params": g, "lr": lr} for g, lr in zip(model.synapse_groups(), LRS)])
         if name == "autograd":
             def fn(x, y, gen, m=model, o=opt):
@@ -62,7 +68,7 @@ def paths(estimator: str, device: torch.device) -> dict:
         elif name == "generic":  # the rule's estimate into p.grad, then the optimizer's step
             def fn(x, y, gen, m=model, o=opt):
                 LearningRule.train_batch(rule, m, x, y, o, gen)
-        else:
+        else:  # fused, compiled
             def fn(x, y, gen, m=model, o=opt):
                 rule.train_batch(m, x, y, o, gen)
         out[name] = fn
@@ -75,6 +81,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=40)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--compile", action="store_true", help='also time train.compile = "phase"')
     ap.add_argument("--data-root", default=None, help="MNIST root: also time one real epoch through fit()")
     args = ap.parse_args()
     if args.threads:
@@ -86,9 +93,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; {args.batches} batches x "
           f"{args.repeats} repeats (paths in turns), median ms/batch; s/epoch = 1200 batches")
     print(f"{'estimator':<11} {'fused':>7} {'generic':>8} {'autograd':>9} {'generic/fused':>14} "
-          f"{'autograd/fused':>15} {'fused s/epoch':>14}")
+          f"{'autograd/fused':>15} {'fused s/epoch':>14}" + (f" {'compiled':>9} {'compiled/fused':>15}" if args.compile else ""))
     for est in ("one_sided", "symmetric"):
-        fns = paths(est, device)
+        fns = paths(est, device, args.compile)
         times: dict[str, list[float]] = {name: [] for name in fns}
         for fn in fns.values():
             for x, y in zip(xs[:5], ys[:5]):
@@ -105,7 +112,8 @@ def main() -> None:
         med = {name: statistics.median(t) for name, t in times.items()}
         print(f"{est:<11} {med['fused']:>7.2f} {med['generic']:>8.2f} {med['autograd']:>9.2f} "
               f"{med['generic'] / med['fused']:>13.2f}x {med['autograd'] / med['fused']:>14.1f}x "
-              f"{med['fused'] * MNIST_BATCHES / 1e3:>14.2f}")
+              f"{med['fused'] * MNIST_BATCHES / 1e3:>14.2f}"
+              + (f" {med['compiled']:>9.2f} {med['compiled'] / med['fused']:>14.2f}x" if args.compile else ""))
     if args.data_root:
         cfg = from_dict(overrides={"data.dataset": "mnist", "data.root": args.data_root, "data.batch_size": MBS,
                                    "model.archi": ARCHI, "rule.estimator": "one_sided", "rule.beta": BETA,

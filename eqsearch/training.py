@@ -32,7 +32,7 @@ from eqsearch.losses import loss_per_sample
 from eqsearch.models import build_model
 from eqsearch.models.base import restoring
 from eqsearch.optim import build_optimizer, step_scheduler
-from eqsearch.rules import build_rule, free_phase
+from eqsearch.rules import build_rule, compile_phases, free_phase
 from eqsearch.run_folder import (BEST, CONFIG_FILE, LATEST, METRICS_FILE, append_metrics, load_run_config,
                                  read_metrics, write_metrics)
 
@@ -69,14 +69,18 @@ def evaluation_generator(seed: int) -> torch.Generator:
 
 def apply_speed_options(train: TrainConfig, model: torch.nn.Module) -> None:
     """``train.tf32`` (CUDA matmuls / convolutions), ``train.channels_last`` (4-D weights,
-    hence CNN inputs and states), ``train.compile`` (the relaxation step)."""
+    hence CNN inputs and states), ``train.compile`` (``step``: the step function; ``phase``: each
+    fixed-length phase whole, :func:`~eqsearch.rules.relax.compile_phases`)."""
     if train.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if train.channels_last:
         model.to(memory_format=torch.channels_last)
-    if train.compile:
+    if train.compile == "step":
+        model.fused_steps = False
         model.step = torch.compile(model.step)
+    elif train.compile == "phase":
+        compile_phases(model)
 
 
 class Trainer:

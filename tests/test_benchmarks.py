@@ -26,6 +26,7 @@ def test_gpu_script_runs_every_benchmark_on_the_cpu_path():
         assert f"######## {label}" in out.stdout and f"-- {label}:" in out.stdout, label
     assert "!!" not in out.stdout
     assert "speed-up vs autograd" in out.stdout and "bfloat16" in out.stdout and "async" in out.stdout
+    assert "compiled/fused" in out.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")

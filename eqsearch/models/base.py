@@ -90,6 +90,11 @@ class EnergyModel(nn.Module):
     # drive[1] = drive[0] @ Wᵀ + b, and whose step_update_factors entries are (P, drive[0]) and
     # (P', None); lets plain-SGD continual EP track drive[1] instead of recomputing it. None: none.
     affine_drive: tuple[str, str] | None = None
+    # a family's fused stepper (in-place buffers, per-phase constants) may serve the phases; False once
+    # ``train.compile`` hands the steps to torch.compile, which wants the plain functional step
+    fused_steps: bool = True
+    # set by :func:`eqsearch.rules.relax.compile_phases` (``train.compile = "phase"``)
+    compiled_phase: Callable | None = None
 
     # ------------------------------------------------------------------ dynamics
     def input_drive(self, x: torch.Tensor, generator: torch.Generator | None = None) -> State:

@@ -269,8 +269,8 @@ class CNN(EnergyModel):
     def stepper(self, drive: State, beta: Beta = 0.0, y: torch.Tensor | None = None, order: str = "sync",
                 frozen: bool = True):
         """async: :class:`AlternatingStep` (every synapse computed once per sweep, as in a sync
-        step) unless the step was replaced (``train.compile``); otherwise the generic stepper."""
-        if order == "async" and "step" not in vars(self):
+        step) unless ``train.compile`` turned ``fused_steps`` off; otherwise the generic stepper."""
+        if order == "async" and self.fused_steps:
             return AlternatingStep(self, drive, beta, y)
         return super().stepper(drive, beta, y, order, frozen)
 

@@ -128,9 +128,9 @@ class MLP(EnergyModel):
     def stepper(self, drive: State, beta: Beta = 0.0, y: torch.Tensor | None = None, order: str = "sync",
                 frozen: bool = True):
         """With fixed weights and no graph: :class:`FusedStep` (scaled weights per weight version,
-        results written in place into two alternating buffers); otherwise (and when the step was
-        replaced, ``train.compile``) the generic stepper."""
-        if frozen and not torch.is_grad_enabled() and order in ORDERS and "step" not in vars(self):
+        results written in place into two alternating buffers); otherwise (and when
+        ``train.compile`` turned ``fused_steps`` off) the generic stepper."""
+        if frozen and not torch.is_grad_enabled() and order in ORDERS and self.fused_steps:
             return FusedStep(self, drive, beta, y, order)
         return super().stepper(drive, beta, y, order, frozen)
 

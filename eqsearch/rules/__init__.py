@@ -11,10 +11,10 @@ from eqsearch.rules.base import BatchResult, LearningRule, contrast, write_grads
 from eqsearch.rules.bptt import BPTTRule
 from eqsearch.rules.continual import ContinualRule
 from eqsearch.rules.ep import EPRule, draw_sign
-from eqsearch.rules.relax import free_phase, relax
+from eqsearch.rules.relax import compile_phases, free_phase, relax
 
 __all__ = ["BatchResult", "LearningRule", "EPRule", "BPTTRule", "ContinualRule", "draw_sign", "RULES", "build_rule", "contrast", "write_grads",
-           "free_phase", "relax"]
+           "compile_phases", "free_phase", "relax"]
 
 RULES: dict[str, type[LearningRule]] = {"ep": EPRule, "bptt": BPTTRule, "cep": ContinualRule}
 

@@ -6,10 +6,17 @@ caller; whatever the model's :meth:`~eqsearch.models.base.EnergyModel.stepper` d
 its weights) is computed once per phase. ``on_step(prev, new)`` is called after every step when
 given (continual EP updates the weights there, so the stepper is built with ``frozen=False``);
 ``order`` is ``rule.order`` (sync: Jacobi; async: even/odd layers).
+
+``train.compile = "phase"`` (:func:`compile_phases`) hands each fixed-length phase with fixed
+parameters and no autograd graph, :func:`fixed_phase`, whole to ``torch.compile`` (mode
+``reduce-overhead``): on CUDA every phase of a given length, β and batch shape is then one
+CUDA-graph replay, without a kernel launch per operation; on the CPU it runs inductor's fused
+kernels. Phases with a per-step hook (continual EP) or a graph (BPTT) stay eager.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -35,11 +42,47 @@ def run_steps(step: Stepper, state: State, steps: int, on_step: StepHook | None 
     return state, residual(prev, state)
 
 
+def fixed_phase(model: EnergyModel, drive: State, state: State, steps: int, beta=0.0,
+                y: torch.Tensor | None = None, order: str = "sync") -> tuple[State, torch.Tensor]:
+    """``steps`` steps of one phase with the parameters fixed: the unit that
+    :func:`compile_phases` compiles (see :func:`relax`)."""
+    return run_steps(model.stepper(drive, beta, y, order), state, steps)
+
+
+# (length, β, batch shape) of every phase a run meets: free, ±β nudged, evaluation, the last
+# short batches, the chunks of an early exit; each compiles once
+PHASE_RECOMPILE_LIMIT = 64
+
+
+def compile_phases(model: EnergyModel) -> None:
+    """Make :func:`relax` run ``model``'s fixed-parameter phases through ``torch.compile`` of
+    :func:`fixed_phase` (mode ``reduce-overhead``), on the generic stepper (a fused stepper's
+    in-place buffers would keep CUDA graphs out)."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, PHASE_RECOMPILE_LIMIT)
+    model.fused_steps = False
+    # the model is an argument, not bound: a deep copy of the model (continual EP's GDU check) runs its own
+    model.compiled_phase = torch.compile(fixed_phase, mode="reduce-overhead", dynamic=False)
+
+
+def _run_phase(model: EnergyModel, drive: State, state: State, steps: int, beta, y, order) -> tuple[State, torch.Tensor]:
+    """:func:`fixed_phase`, compiled when :func:`compile_phases` asked for it and no autograd
+    graph is being recorded. A compiled phase's outputs are copied out: a CUDA graph's replay
+    overwrites the memory of its previous outputs."""
+    if model.compiled_phase is None or torch.is_grad_enabled():
+        return fixed_phase(model, drive, state, steps, beta, y, order)
+    if state[0].is_cuda:
+        torch.compiler.cudagraph_mark_step_begin()
+    new, res = model.compiled_phase(model, drive, state, steps, beta, y, order)
+    return [s.clone() for s in new], res.clone()
+
+
 def relax(model: EnergyModel, drive: State, state: State, steps: int, beta=0.0, y: torch.Tensor | None = None,
           on_step: StepHook | None = None, order: str = "sync") -> tuple[State, torch.Tensor]:
     """Run ``steps`` steps of the dynamics from ``state``; returns the final state and
     ‖s_T − s_{T−1}‖ (0-dim, batch RMS; 0 when ``steps`` is 0)."""
-    step = model.stepper(drive, beta, y, order, frozen=on_step is None)
+    if on_step is None:
+        return _run_phase(model, drive, state, steps, beta, y, order)
+    step = model.stepper(drive, beta, y, order, frozen=False)
     return run_steps(step, state, steps, on_step)
 
 
@@ -52,11 +95,15 @@ def relax_to_tol(model: EnergyModel, drive: State, state: State, max_steps: int,
     if tol <= 0.0:
         state, res = relax(model, drive, state, max_steps, beta, y, order=order)
         return state, res, max_steps
-    step = model.stepper(drive, beta, y, order)
+    if model.compiled_phase is None or torch.is_grad_enabled():
+        step = model.stepper(drive, beta, y, order)
+        chunk = partial(run_steps, step)
+    else:  # each chunk of ``every`` steps one compiled phase
+        chunk = partial(_run_phase, model, drive, beta=beta, y=y, order=order)
     done, res = 0, state[0].new_zeros(())
     while done < max_steps:
         n = min(every, max_steps - done)
-        state, res = run_steps(step, state, n)
+        state, res = chunk(state, n)
         done += n
         if float(res) < tol:
             break
