@@ -37,7 +37,7 @@ DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "synthetic_cifar")
 ALGORITHMS = ("ep", "bptt", "cep")
 ESTIMATORS = ("one_sided", "random_sign", "symmetric")
 ORDERS = ("sync", "async")  # layer update order of a relaxation step (rule.order)
-COMPILE_MODES = ("off", "step", "phase")  # what train.compile hands to torch.compile
+COMPILE_MODES = ("none", "step", "phase")  # what train.compile hands to torch.compile ("off" would read as YAML false)
 OPTIMIZERS = ("sgd", "adam", "adagrad")
 
 
@@ -123,8 +123,8 @@ class TrainConfig:
     check_thm: bool = setting(False, help="GDU check (EP vs BPTT) once per epoch")
     angle_grad: bool = setting(False, help="log angle_grad: Ψ between the total (C-)EP update and the BPTT gradient, "
                                            "before training (angle_grad_initial) and after every epoch")
-    compile: str = setting("off", choices=COMPILE_MODES,
-                           help="torch.compile: off; step (the step function); phase (each fixed-length phase "
+    compile: str = setting("none", choices=COMPILE_MODES,
+                           help="torch.compile: none; step (the step function); phase (each fixed-length phase "
                                 "whole, mode reduce-overhead: on CUDA one CUDA-graph replay per phase)")
     channels_last: bool = setting(True, help="CNN: channels-last weights and states (CPU: ~2x faster)")
     tf32: bool = setting(False, help="CUDA: allow TF32 in matmuls and convolutions")

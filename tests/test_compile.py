@@ -75,12 +75,12 @@ def test_a_compiled_step_gives_the_eager_estimate():
     assert "step" in vars(model) and not model.fused_steps and not calls
 
 
-def test_compile_off_keeps_the_fused_eager_engine():
-    model, calls = compiled("mlp", "off")
+def test_no_compile_keeps_the_fused_eager_engine():
+    model, calls = compiled("mlp", "none")
     assert model.fused_steps and model.compiled_phase is None
 
 
 def test_the_compile_mode_is_a_validated_config_field():
     assert from_dict({"train": {"compile": "phase"}}).train.compile == "phase"
-    with pytest.raises(ConfigError, match=r"train\.compile.*True.*off, step, phase"):
+    with pytest.raises(ConfigError, match=r"train\.compile.*True.*none, step, phase"):
         from_dict({"train": {"compile": True}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from eqsearch.cli.run_flags import build_parser, config_from_args
 from eqsearch.config import ConfigError, field_names, from_dict, load_config, parse_assignment
@@ -91,3 +92,20 @@ def test_flags_override_the_config_file(tmp_path):
     cfg = config_from_args(args(f"--config {tmp_path / 'c.yaml'} --set rule.beta=0.3 --epochs 7 --mbs 64"))
     assert (cfg.rule.T1, cfg.rule.beta, cfg.train.epochs, cfg.data.batch_size) == (40, 0.3, 7, 64)
     assert cfg.rule.estimator == "symmetric"  # the file's (default) estimator is kept
+
+
+def test_every_choice_of_every_field_reads_back_from_yaml_as_itself():
+    """A choice such as ``off`` or ``yes`` would come back from a YAML file, a ``--set`` value or
+    trials.csv as a boolean and be refused: no field may offer one."""
+    from eqsearch.config import _FIXED_SECTIONS
+    from eqsearch.families import families
+    from eqsearch.fields import leaf_fields
+
+    sections = [(name, cls) for name, cls in _FIXED_SECTIONS.items()] + [("model", f.config) for f in families()]
+    checked = 0
+    for prefix, cls in sections:
+        for name, (f, _) in leaf_fields(cls, prefix).items():
+            for choice in f.metadata.get("choices") or ():
+                assert yaml.safe_load(str(choice)) == choice, f"{name}: choice {choice!r}"
+                checked += 1
+    assert checked > 10
