@@ -58,6 +58,15 @@ def test_compiled_phases_give_the_eager_estimate(kind):
     assert not model.fused_steps
 
 
+def test_a_phase_longer_than_a_chunk_runs_as_compiled_chunks():
+    """T1 = 25: chunks of PHASE_CHUNK (10) steps and the rest; the state and residual are those
+    of the eager 25 steps."""
+    rule = RuleConfig(T1=25, T2=3, beta=0.5, estimator="one_sided")
+    model, calls = compiled("mlp", "phase")
+    assert_same_estimate(estimate(model, "mlp", rule), estimate(build("mlp"), "mlp", rule))
+    assert calls == [10, 10, 5, 3]
+
+
 def test_early_exit_runs_its_chunks_through_the_compiled_phase():
     """tol: chunks of tol_every steps, each a compiled phase; it stops where the eager one does."""
     rule = RuleConfig(T1=40, T2=6, beta=0.5, estimator="one_sided", tol=1e-3, tol_every=4)

@@ -7,10 +7,11 @@ its weights) is computed once per phase. ``on_step(prev, new)`` is called after 
 given (continual EP updates the weights there, so the stepper is built with ``frozen=False``);
 ``order`` is ``rule.order`` (sync: Jacobi; async: even/odd layers).
 
-``train.compile = "phase"`` (:func:`compile_phases`) hands each fixed-length phase with fixed
-parameters and no autograd graph, :func:`fixed_phase`, whole to ``torch.compile`` (mode
-``reduce-overhead``): on CUDA every phase of a given length, β and batch shape is then one
-CUDA-graph replay, without a kernel launch per operation; on the CPU it runs inductor's fused
+``train.compile = "phase"`` (:func:`compile_phases`) runs each phase with fixed parameters and
+no autograd graph through ``torch.compile`` (mode ``reduce-overhead``) of :func:`fixed_phase`, in
+chunks of :data:`PHASE_CHUNK` steps: on CUDA each chunk of a given length, β and batch shape is
+one CUDA-graph replay instead of a kernel launch per operation (a 250-step phase: 25 replays);
+the chunk bounds what the compiler unrolls, hence its time. On the CPU it runs inductor's fused
 kernels. Phases with a per-step hook (continual EP) or a graph (BPTT) stay eager.
 """
 
@@ -49,8 +50,9 @@ def fixed_phase(model: EnergyModel, drive: State, state: State, steps: int, beta
     return run_steps(model.stepper(drive, beta, y, order), state, steps)
 
 
-# (length, β, batch shape) of every phase a run meets: free, ±β nudged, evaluation, the last
-# short batches, the chunks of an early exit; each compiles once
+PHASE_CHUNK = 10  # steps per compiled call: the compiler unrolls the loop over them
+# (length, β, batch shape) of every chunk a run meets: free, ±β nudged, evaluation, the last
+# short batches, a phase's remainder, the checks of an early exit; each compiles once
 PHASE_RECOMPILE_LIMIT = 64
 
 
@@ -65,15 +67,20 @@ def compile_phases(model: EnergyModel) -> None:
 
 
 def _run_phase(model: EnergyModel, drive: State, state: State, steps: int, beta, y, order) -> tuple[State, torch.Tensor]:
-    """:func:`fixed_phase`, compiled when :func:`compile_phases` asked for it and no autograd
-    graph is being recorded. A compiled phase's outputs are copied out: a CUDA graph's replay
-    overwrites the memory of its previous outputs."""
-    if model.compiled_phase is None or torch.is_grad_enabled():
+    """:func:`fixed_phase`; compiled, in chunks of :data:`PHASE_CHUNK` steps, when
+    :func:`compile_phases` asked for it and no autograd graph is being recorded. Each chunk's
+    outputs are copied out: a CUDA graph's replay overwrites the memory of its previous outputs."""
+    if model.compiled_phase is None or torch.is_grad_enabled() or steps == 0:
         return fixed_phase(model, drive, state, steps, beta, y, order)
-    if state[0].is_cuda:
-        torch.compiler.cudagraph_mark_step_begin()
-    new, res = model.compiled_phase(model, drive, state, steps, beta, y, order)
-    return [s.clone() for s in new], res.clone()
+    done = 0
+    while done < steps:
+        n = min(PHASE_CHUNK, steps - done)
+        if state[0].is_cuda:
+            torch.compiler.cudagraph_mark_step_begin()
+        new, res = model.compiled_phase(model, drive, state, n, beta, y, order)
+        state, res = [s.clone() for s in new], res.clone()
+        done += n
+    return state, res
 
 
 def relax(model: EnergyModel, drive: State, state: State, steps: int, beta=0.0, y: torch.Tensor | None = None,
