@@ -23,7 +23,8 @@ path is code base A's (contiguous tensors). ``--scale-steps k`` divides T1 and T
 ``--mbs`` overrides the batch size, for a quick look at the CIFAR configuration on a CPU; the
 printed "projected" figure multiplies back (time is linear in steps and, for large batches, in
 the batch size). ``--variants`` also times the engine with each speed option flipped
-(channels-last; on CUDA TF32 and ``torch.compile`` of the step or of each phase, then all on). For CIFAR
+(channels-last; on CUDA TF32, then all on); ``--compile`` times ``train.compile`` = ``step`` and
+``phase`` (chunks of 10 steps; CUDA graphs on CUDA), each compiled in its warm-up batch. For CIFAR
 the projected epoch time (391 batches of 128) is printed.
 
 ``--orders`` studies fewer relaxation steps on the MNIST CNN instead (``rule.order``, ``rule.tol``):
@@ -117,7 +118,7 @@ def autograd_batch(model: CNN, x: torch.Tensor, y: torch.Tensor, rule: RuleConfi
 
 # ---------------------------------------------------------------------- timing
 def run(name: str, device: torch.device, repeats: int, scale_steps: int, mbs: int | None,
-        skip_autograd: bool, variants: bool) -> None:
+        skip_autograd: bool, variants: bool, compiled: bool = False) -> None:
     c = CONFIGS[name]
     rule = c["rule"]
     full_mbs = c["mbs"]
@@ -148,11 +149,15 @@ def run(name: str, device: torch.device, repeats: int, scale_steps: int, mbs: in
     if variants:
         flips = [("channels_last", not default.channels_last)]
         if device.type == "cuda":
-            flips += [("tf32", not default.tf32), ("compile", "step"), ("compile", "phase")]
+            flips += [("tf32", not default.tf32)]
         for option, value in flips:
             paths[f"engine {option}={value}"] = engine(replace(default, **{option: value}))
         if device.type == "cuda":
-            paths["engine all on"] = engine(replace(default, tf32=True, channels_last=True, compile="phase"))
+            paths["engine all on"] = engine(replace(default, tf32=True, channels_last=True,
+                                                    compile="phase" if compiled else default.compile))
+    if compiled:
+        for mode in ("step", "phase"):
+            paths[f"engine compile={mode}"] = engine(replace(default, compile=mode))
     if not skip_autograd:
         model = build(name, device)
         paths["autograd"] = lambda: autograd_batch(model, x, y, rule_run)
@@ -262,7 +267,8 @@ def main() -> None:
     p.add_argument("--skip-autograd", action="store_true")
     p.add_argument("--variants", action="store_true",
                    help="also time the engine with each speed option flipped (channels-last; on CUDA "
-                        "also TF32 and torch.compile of the step) and, on CUDA, all on")
+                        "also TF32) and, on CUDA, all on")
+    p.add_argument("--compile", action="store_true", help="also time train.compile = step and phase")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--orders", action="store_true", help="the fewer-steps study (rule.order, rule.tol) instead")
     p.add_argument("--data-root", default=None, help="--orders: MNIST root (the epoch part needs it)")
@@ -284,7 +290,7 @@ def main() -> None:
         cpu_cifar = name == "cifar" and device.type == "cpu"
         scale = a.scale_steps or (25 if cpu_cifar else 1)
         mbs = a.mbs or (32 if cpu_cifar else None)
-        run(name, device, a.repeats, scale, mbs, a.skip_autograd, a.variants)
+        run(name, device, a.repeats, scale, mbs, a.skip_autograd, a.variants, a.compile)
 
 
 if __name__ == "__main__":

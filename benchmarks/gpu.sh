@@ -3,10 +3,10 @@
 #   bash benchmarks/gpu.sh                     # CUDA: full sizes, speed variants, precision drift
 #   DEVICE=cpu QUICK=1 bash benchmarks/gpu.sh  # the same scripts on the CPU at toy sizes (~1 min)
 # It prints ms per batch of each family's engine against its autograd path, the speed options
-# flipped (channels-last, TF32, torch.compile of the step or of each whole phase: CUDA graphs), the projected epoch time of code base
-# A's CIFAR-10 command, the fewer-steps study (sync / async / tol) and the precision drift of an EP
-# update (float32, TF32, bfloat16 against float64). Needs torch, click and pyyaml only (no Ray, no
-# MLflow); run from anywhere.
+# flipped (channels-last, TF32), torch.compile of the step or of each phase (CUDA graphs), the
+# projected epoch time of code base A's CIFAR-10 command, the fewer-steps study (sync / async /
+# tol) and the precision drift of an EP update (float32, TF32, bfloat16 against float64). Needs
+# torch, click and pyyaml only (no Ray, no MLflow); run from anywhere.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -39,6 +39,7 @@ run() {  # run LABEL ARGS...: one benchmark under the time limit; a failure is r
 if [ "$QUICK" = 1 ]; then
     run "MLP (code base A)" benchmarks/ep_mlp.py --device "$DEVICE" --repeats 1 --batches 2 --compile
     run "CNN (code base A)" benchmarks/ep_cnn.py --device "$DEVICE" --config mnist --repeats 1 --scale-steps 50 --mbs 8 --variants
+    run "CNN compiled" benchmarks/ep_cnn.py --device "$DEVICE" --config mnist --repeats 1 --scale-steps 50 --mbs 8 --compile --skip-autograd
     run "CNN fewer steps" benchmarks/ep_cnn.py --device "$DEVICE" --orders --max-steps 20
     run "energies (code base C)" benchmarks/ep_energy.py --device "$DEVICE" --repeats 1 --batches 1
     run "continual EP (code base B)" benchmarks/ep_continual.py --device "$DEVICE" --repeats 1 --batches 1
@@ -47,6 +48,7 @@ if [ "$QUICK" = 1 ]; then
 else
     run "MLP (code base A)" benchmarks/ep_mlp.py --device "$DEVICE" --repeats 5 --batches 40 --compile
     run "CNN (code base A), CIFAR-10 epoch projected" benchmarks/ep_cnn.py --device "$DEVICE" --config both --repeats 3 --variants
+    run "CNN compiled" benchmarks/ep_cnn.py --device "$DEVICE" --config both --repeats 3 --compile --skip-autograd
     run "CNN fewer steps" benchmarks/ep_cnn.py --device "$DEVICE" --orders --max-steps 400
     run "energies (code base C)" benchmarks/ep_energy.py --device "$DEVICE" --repeats 5 --batches 10
     run "continual EP (code base B)" benchmarks/ep_continual.py --device "$DEVICE" --repeats 5 --batches 10

@@ -21,12 +21,12 @@ def run(**env) -> subprocess.CompletedProcess:
 def test_gpu_script_runs_every_benchmark_on_the_cpu_path():
     out = run(DEVICE="cpu", QUICK="1")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    for label in ("MLP (code base A)", "CNN (code base A)", "CNN fewer steps", "energies (code base C)",
+    for label in ("MLP (code base A)", "CNN (code base A)", "CNN compiled", "CNN fewer steps", "energies (code base C)",
                   "continual EP (code base B)", "LCA-CNN (code base D)", "precision drift"):
         assert f"######## {label}" in out.stdout and f"-- {label}:" in out.stdout, label
     assert "!!" not in out.stdout
     assert "speed-up vs autograd" in out.stdout and "bfloat16" in out.stdout and "async" in out.stdout
-    assert "compiled/fused" in out.stdout
+    assert "compiled/fused" in out.stdout and "engine compile=phase" in out.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
