@@ -12,8 +12,8 @@ projected s/epoch (1200 batches of MNIST) and the ratios:
   fused paths: ``model.step`` at every step, the gradients formed, written to ``p.grad`` and
   stepped by the optimizer;
 - ``autograd``: code base A's way, every step by autograd of Φ;
-- with ``--compile``, ``compiled``: ``train.compile = "phase"``, each fixed-length phase through
-  ``torch.compile`` (mode reduce-overhead: one CUDA-graph replay per phase on a GPU), compiled
+- with ``--compile``, ``compiled``: ``train.compile = "phase"``, each phase in chunks of 10 steps through
+  ``torch.compile`` (mode reduce-overhead: one CUDA-graph replay per chunk on a GPU), compiled
   during the warm-up batches.
 
 With --data-root (MNIST files present) it also times one real epoch through ``fit()`` (training

@@ -124,8 +124,8 @@ class TrainConfig:
     angle_grad: bool = setting(False, help="log angle_grad: Ψ between the total (C-)EP update and the BPTT gradient, "
                                            "before training (angle_grad_initial) and after every epoch")
     compile: str = setting("none", choices=COMPILE_MODES,
-                           help="torch.compile: none; step (the step function); phase (each fixed-length phase "
-                                "whole, mode reduce-overhead: on CUDA one CUDA-graph replay per phase)")
+                           help="torch.compile: none; step (the step function); phase (each phase in compiled "
+                                "chunks of 10 steps, mode reduce-overhead: on CUDA one CUDA-graph replay per chunk)")
     channels_last: bool = setting(True, help="CNN: channels-last weights and states (CPU: ~2x faster)")
     tf32: bool = setting(False, help="CUDA: allow TF32 in matmuls and convolutions")
 

@@ -70,7 +70,7 @@ def evaluation_generator(seed: int) -> torch.Generator:
 def apply_speed_options(train: TrainConfig, model: torch.nn.Module) -> None:
     """``train.tf32`` (CUDA matmuls / convolutions), ``train.channels_last`` (4-D weights,
     hence CNN inputs and states), ``train.compile`` (``step``: the step function; ``phase``: each
-    fixed-length phase whole, :func:`~eqsearch.rules.relax.compile_phases`)."""
+    phase in compiled chunks of steps, :func:`~eqsearch.rules.relax.compile_phases`)."""
     if train.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -101,7 +101,7 @@ def test_every_choice_of_every_field_reads_back_from_yaml_as_itself():
     from eqsearch.families import families
     from eqsearch.fields import leaf_fields
 
-    sections = [(name, cls) for name, cls in _FIXED_SECTIONS.items()] + [("model", f.config) for f in families()]
+    sections = list(_FIXED_SECTIONS.items()) + [("model", f.config) for f in families()]
     checked = 0
     for prefix, cls in sections:
         for name, (f, _) in leaf_fields(cls, prefix).items():

@@ -66,11 +66,17 @@ def compile_phases(model: EnergyModel) -> None:
     model.compiled_phase = torch.compile(fixed_phase, mode="reduce-overhead", dynamic=False)
 
 
+def _compiled(model: EnergyModel) -> bool:
+    """Whether a phase of ``model`` runs compiled now: :func:`compile_phases` asked for it and
+    no autograd graph is being recorded."""
+    return model.compiled_phase is not None and not torch.is_grad_enabled()
+
+
 def _run_phase(model: EnergyModel, drive: State, state: State, steps: int, beta, y, order) -> tuple[State, torch.Tensor]:
-    """:func:`fixed_phase`; compiled, in chunks of :data:`PHASE_CHUNK` steps, when
-    :func:`compile_phases` asked for it and no autograd graph is being recorded. Each chunk's
-    outputs are copied out: a CUDA graph's replay overwrites the memory of its previous outputs."""
-    if model.compiled_phase is None or torch.is_grad_enabled() or steps == 0:
+    """:func:`fixed_phase`; when :func:`_compiled`, in compiled chunks of :data:`PHASE_CHUNK`
+    steps. Each chunk's outputs are copied out: a CUDA graph's replay overwrites the memory of
+    its previous outputs."""
+    if not _compiled(model) or steps == 0:
         return fixed_phase(model, drive, state, steps, beta, y, order)
     done = 0
     while done < steps:
@@ -78,9 +84,9 @@ def _run_phase(model: EnergyModel, drive: State, state: State, steps: int, beta,
         if state[0].is_cuda:
             torch.compiler.cudagraph_mark_step_begin()
         new, res = model.compiled_phase(model, drive, state, n, beta, y, order)
-        state, res = [s.clone() for s in new], res.clone()
+        state = [s.clone() for s in new]
         done += n
-    return state, res
+    return state, res.clone()
 
 
 def relax(model: EnergyModel, drive: State, state: State, steps: int, beta=0.0, y: torch.Tensor | None = None,
@@ -102,11 +108,10 @@ def relax_to_tol(model: EnergyModel, drive: State, state: State, max_steps: int,
     if tol <= 0.0:
         state, res = relax(model, drive, state, max_steps, beta, y, order=order)
         return state, res, max_steps
-    if model.compiled_phase is None or torch.is_grad_enabled():
-        step = model.stepper(drive, beta, y, order)
-        chunk = partial(run_steps, step)
-    else:  # each chunk of ``every`` steps one compiled phase
+    if _compiled(model):  # each check's ``every`` steps one compiled phase
         chunk = partial(_run_phase, model, drive, beta=beta, y=y, order=order)
+    else:
+        chunk = partial(run_steps, model.stepper(drive, beta, y, order))
     done, res = 0, state[0].new_zeros(())
     while done < max_steps:
         n = min(every, max_steps - done)
