@@ -125,8 +125,10 @@ def coerce(value, f: dataclasses.Field, typ, where: str):
         if _is_optional(typ):
             return None
         raise ConfigError(f"{where}: got null; allowed: {allowed(f, typ)}")
-    bad = ConfigError(f"{where}: got {value!r}; allowed: {allowed(f, typ)}")
     base = _base_type(typ)
+    # a word field given a boolean: YAML (a config file, --set, trials.csv) read off / no as false
+    hint = " (YAML reads on / off, yes / no as booleans)" if isinstance(value, bool) and base is str else ""
+    bad = ConfigError(f"{where}: got {value!r}{hint}; allowed: {allowed(f, typ)}")
     if _is_list(base):
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             value = value.replace(",", " ").split() if isinstance(value, str) else [value]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
 from eqsearch.config import ConfigError, RuleConfig, TrainConfig, from_dict
 from eqsearch.families import kinds
@@ -93,3 +94,5 @@ def test_the_compile_mode_is_a_validated_config_field():
     assert from_dict({"train": {"compile": "phase"}}).train.compile == "phase"
     with pytest.raises(ConfigError, match=r"train\.compile.*True.*none, step, phase"):
         from_dict({"train": {"compile": True}})
+    with pytest.raises(ConfigError, match=r"train\.compile: got False \(YAML reads on / off, yes / no as booleans\)"):
+        from_dict({"train": yaml.safe_load("compile: off")})
