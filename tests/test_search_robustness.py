@@ -436,3 +436,40 @@ def test_a_trial_folder_is_settled_to_the_epochs_its_record_says_it_ran(tmp_path
     torch.save({"history": curve}, lagging / "checkpoint_000002" / "checkpoint_latest.pt")
     recorder._settle_curve({"trial_id": "b", "trial_dir": "tune/q/ep_b", "epochs_run": "3"})
     assert [m["epoch"] for m in read_metrics(lagging)] == [1, 2, 3]
+
+
+def test_mlflow_catches_up_exactly_the_epochs_each_trial_is_recorded_to_have_run(tmp_path):
+    """At a resume the driver logs what MLflow missed from the trial folders: not the epochs of
+    a re-run that Tune makes of a trial that had ended just before the kill (its folder is ahead
+    of its record), and every epoch of a trial whose folder lags its record (from its
+    checkpoint); so that ``summarize`` from the files and ``--from-mlflow`` agree."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from analysis.load import _mlflow_history
+    from eqsearch.run_folder import METRICS_FILE, write_metrics
+    from eqsearch.search.driver import SearchRecorder
+    from eqsearch.search.tracking import Tracker
+
+    spec = spec_from_tree(small_quickstart(), "q.yaml")
+    uri = R.local_store_uri(tmp_path)
+    recorder = SearchRecorder(spec, tmp_path, uri, "", show=False)
+    recorder.tracker = Tracker(uri, "q", notify=lambda _: None)
+    recorder.tracker.parent = recorder.tracker.client.create_run(recorder.tracker.experiment_id).info.run_id
+    curve = [{"epoch": e, "test_acc": 0.5 + e / 10, "epoch_seconds": 1.0} for e in (1, 2, 3)]
+    ahead, lagging = tmp_path / "tune" / "q" / "ep_a", tmp_path / "tune" / "q" / "ep_b"
+    ahead.mkdir(parents=True)
+    write_metrics(ahead / METRICS_FILE, curve)
+    (lagging / "checkpoint_000002").mkdir(parents=True)
+    write_metrics(lagging / METRICS_FILE, curve[:1])
+    torch.save({"history": curve}, lagging / "checkpoint_000002" / "checkpoint_latest.pt")
+    recorder.rows = {"a": {"trial_id": "a", "trial_name": "ep_a", "trial_dir": "tune/q/ep_a", "epochs_run": "1",
+                           "stop_reason": R.ASHA_STOPPED, "reason": "", "max_epochs": 3, "mlflow_run_id": ""},
+                     "b": {"trial_id": "b", "trial_name": "ep_b", "trial_dir": "tune/q/ep_b", "epochs_run": "3",
+                           "stop_reason": R.COMPLETED, "reason": "", "max_epochs": 3, "mlflow_run_id": ""}}
+    recorder.tracker.missed = True
+    recorder._catch_up()
+    client = MlflowClient(uri)
+    for tid, epochs in (("a", [1]), ("b", [1, 2, 3])):
+        run = client.get_run(recorder.rows[tid]["mlflow_run_id"])
+        assert [m["epoch"] for m in _mlflow_history(client, run)] == epochs, tid

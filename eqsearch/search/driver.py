@@ -358,45 +358,42 @@ class SearchRecorder(tune.Callback):
             return
         if last_chance:
             self.tracker.retry_now()
-        if self.tracker.sync(list(self.rows.values()), self._history_of):
+        if self.tracker.sync(list(self.rows.values()), self._recorded_curve):
             for row in self.rows.values():
                 if row["stop_reason"] == R.RUNNING and row["mlflow_run_id"]:
                     self._optuna_attr(row["trial_id"], MLFLOW_ATTR, row["mlflow_run_id"])
             R.write_trials(self.results, list(self.rows.values()))
 
     def _settle_curve(self, row: dict) -> None:
-        """Make the trial folder's metrics.csv hold exactly the epochs trials.csv says the trial
-        ran. Tune copies a trial's files to its folder only now and then, so after a kill the
-        copy can lag behind the checkpoints (which Tune writes with each report, and which carry
-        the curve): the missing epochs come from there. A trial that ended after Tune last saved
-        its state, then was killed, is run on by Tune at the resume; its record stands (as in
-        Optuna and MLflow) and the epochs of that re-run are dropped."""
+        """Make the trial folder's metrics.csv hold exactly :meth:`_recorded_curve`."""
         folder = R.trial_folder(self.results, row)
         if folder is None or not folder.is_dir():
             return
-        have, ran = read_metrics(folder), int(row["epochs_run"] or 0)
-        if len(have) > ran:
-            write_metrics(folder / METRICS_FILE, [m for m in have if int(m["epoch"]) <= ran])
-            return
-        if len(have) == ran:
-            return
-        epochs = {int(m["epoch"]): m for m in have}
-        saved = sorted(folder.glob("checkpoint_*/" + LATEST))
-        if saved:
-            import torch
+        curve = self._recorded_curve(row)
+        if [int(m["epoch"]) for m in read_metrics(folder)] != [int(m["epoch"]) for m in curve]:
+            write_metrics(folder / METRICS_FILE, curve)
 
-            state = torch.load(saved[-1], map_location="cpu", weights_only=False)
-            epochs.update({int(m["epoch"]): m for m in state.get("history", [])})
-        epochs.update({int(m["epoch"]): m for m in self.history.get(row["trial_id"], [])})
-        write_metrics(folder / METRICS_FILE, [epochs[e] for e in sorted(epochs)])
+    def _recorded_curve(self, row: dict) -> list[dict]:
+        """The epochs 1 .. ``epochs_run`` that ``row`` (trials.csv) says the trial ran, from its
+        folder's metrics.csv, completed by its latest checkpoint and by what this driver received.
 
-    def _history_of(self, row: dict) -> list[dict]:
-        """Every epoch of a trial: its metrics.csv in the Tune folder, completed by what this
-        driver received (Tune syncs the folder with each checkpoint)."""
+        Tune copies a trial's files to its folder only now and then, so after a kill the copy can
+        lag behind the checkpoints (which Tune writes with each report, and which carry the
+        curve). A trial that ended after Tune last saved its state, then was killed, is run on by
+        Tune at the resume; its record stands (as in Optuna and MLflow) and the epochs of that
+        re-run in its folder are not part of it."""
+        ran = int(row["epochs_run"] or 0)
         folder = R.trial_folder(self.results, row)
         epochs = {int(m["epoch"]): m for m in read_metrics(folder)} if folder else {}
+        if folder and any(e not in epochs for e in range(1, ran + 1)):
+            saved = sorted(folder.glob("checkpoint_*/" + LATEST))
+            if saved:
+                import torch
+
+                state = torch.load(saved[-1], map_location="cpu", weights_only=False)
+                epochs.update({int(m["epoch"]): m for m in state.get("history", [])})
         epochs.update({int(m["epoch"]): m for m in self.history.get(row["trial_id"], [])})
-        return [epochs[e] for e in sorted(epochs)]
+        return [epochs[e] for e in sorted(epochs) if e <= ran]
 
     def _optuna_attr(self, trial_id: str, key: str, value) -> None:
         """Set a user attribute on the RUNNING Optuna trial of Tune trial ``trial_id``."""
