@@ -117,11 +117,20 @@ def ep_series(model: EnergyModel, x: torch.Tensor, y: torch.Tensor, T1: int, T2:
     return out
 
 
+ROUNDING_ZERO = 64  # an entry within this many machine epsilons of its series' largest is zero
+
+
 def series_metrics(ep: torch.Tensor, bptt: torch.Tensor) -> dict[str, float]:
-    """Relative error, sign error and angle (degrees) of two (T, *shape) series."""
+    """Relative error, sign error and angle (degrees) of two (T, *shape) series.
+
+    Sign error: the fraction of (t, element) entries where EP and BPTT have opposite signs,
+    counting only entries that both series hold above rounding (|v| > :data:`ROUNDING_ZERO` ·
+    eps · max |series|): an entry the nudge has not reached yet is zero up to rounding on both
+    sides, and its sign is the machine's, not the estimator's."""
     rms = lambda t: t.pow(2).mean(0).sqrt()  # noqa: E731
     rel = (rms(ep - bptt) / (1e-10 + torch.maximum(rms(ep), rms(bptt)))).mean()
-    sign = (ep * bptt < 0).double().mean()
+    above = lambda t: t.abs() > ROUNDING_ZERO * torch.finfo(t.dtype).eps * t.abs().max()  # noqa: E731
+    sign = ((ep * bptt < 0) & above(ep) & above(bptt)).double().mean()
     a, b = ep.sum(0).flatten(), bptt.sum(0).flatten()
     cos = (a @ b) / (a.norm() * b.norm()).clamp_min(1e-30)
     return {"rel_error": float(rel), "sign_error": float(sign),
