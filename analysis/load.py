@@ -254,12 +254,13 @@ def _resource_fields(settings: dict[str, str]) -> dict:
 
 def _mlflow_history(client, run) -> list[dict]:
     """Per-epoch metrics of a trial's run (MLflow step = epoch); where an epoch was logged twice
-    (a trial resumed from a checkpoint before it ran again), the value logged last."""
+    (a trial resumed from a checkpoint ran it again), the value logged last: MLflow returns a
+    metric's history in the order of its timestamps."""
     by_epoch: dict[int, dict] = {}
     for key in run.data.metrics:
         if not is_epoch_metric(key) or key == "epoch":
             continue
-        for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.timestamp):
+        for m in client.get_metric_history(run.info.run_id, key):
             by_epoch.setdefault(int(m.step), {"epoch": float(m.step)})[key] = m.value
     return [by_epoch[e] for e in sorted(by_epoch)]
 
