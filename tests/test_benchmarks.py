@@ -35,19 +35,35 @@ def test_gpu_script_refuses_cuda_without_a_device():
     assert out.returncode == 2 and "sees no CUDA device" in out.stderr
 
 
+def _tune_reports(root, rows):
+    """Write ``rows`` (trial name -> list of report dicts) as Tune's result.json files under ``root``."""
+    import json
+
+    for name, reports in rows.items():
+        folder = root / "tune" / "space" / name
+        folder.mkdir(parents=True)
+        folder.joinpath("result.json").write_text("".join(json.dumps(r) + "\n" for r in reports))
+
+
 def test_search_overhead_counts_the_cost_of_each_report_after_a_trials_first(tmp_path, monkeypatch):
     """``per_epoch_cost``: Tune's time between reports minus the epoch's own seconds, first
     reports (which hold the trial's set-up) left out."""
-    import json
-
     monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    from search_overhead import per_epoch_cost
+    from search_overhead import per_epoch_cost, trial_reports
 
     rows = {"ep_a": [(1.9, 0.1), (0.12, 0.1), (0.25, 0.2)], "ep_b": [(2.0, 0.1)]}
-    for name, reports in rows.items():
-        folder = tmp_path / "tune" / "space" / name
-        folder.mkdir(parents=True)
-        folder.joinpath("result.json").write_text(
-            "".join(json.dumps({"time_this_iter_s": t, "epoch_seconds": e}) + "\n" for t, e in reports))
-    costs, epochs = per_epoch_cost(tmp_path)
+    _tune_reports(tmp_path, {name: [{"time_this_iter_s": t, "epoch_seconds": e} for t, e in reports]
+                             for name, reports in rows.items()})
+    costs, epochs = per_epoch_cost(trial_reports(tmp_path))
     assert costs == pytest.approx([0.02, 0.05]) and epochs == [0.1, 0.2]
+
+
+def test_search_overhead_spans_from_the_first_trials_start_to_the_last_report(tmp_path, monkeypatch):
+    """``trial_span``: a trial starts its first report's time_this_iter_s before that report's
+    timestamp; the span ends at the latest report of any trial."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    from search_overhead import trial_reports, trial_span
+
+    _tune_reports(tmp_path, {"ep_a": [{"timestamp": 110, "time_this_iter_s": 6.0}, {"timestamp": 114, "time_this_iter_s": 4.0}],
+                             "ep_b": [{"timestamp": 107, "time_this_iter_s": 5.0}, {"timestamp": 120, "time_this_iter_s": 13.0}]})
+    assert trial_span(trial_reports(tmp_path)) == pytest.approx(120 - 102)
