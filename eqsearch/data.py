@@ -35,6 +35,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from eqsearch.cache import cache_root
 from eqsearch.config import DataConfig
 from eqsearch.errors import ConfigError, DataError
 
@@ -102,7 +103,7 @@ def _writable_root(root: Path, folder: str) -> Path:
         return root
     if not raw.is_dir():
         return root
-    cache = Path(os.environ.get("EQSEARCH_CACHE", Path.home() / ".cache" / "eqsearch")) / "data"
+    cache = cache_root() / "data"
     target = cache / folder / "raw"
     target.mkdir(parents=True, exist_ok=True)
     for f in raw.glob("*.gz"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -21,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from eqsearch.cache import cache_root
 from eqsearch.config import RunConfig
 from eqsearch.errors import SpecError
 from eqsearch.search.results import (ARTIFACTS_DIR, ASHA_STOPPED, COMPLETED, INTERRUPTED, MLFLOW_DB, RUNNING,
@@ -83,6 +85,49 @@ def folder_store(results: Path, state: dict) -> str:
     return local_store_uri(results)
 
 
+def seed_sqlite_store(uri: str) -> None:
+    """Create the SQLite store ``uri`` names, when it does not exist yet, as a copy of an empty
+    store of this MLflow version kept in the cache (``mlflow/store-<version>.db``, made once by
+    MLflow itself). A store MLflow creates runs its whole chain of schema migrations: 2.6 s on an
+    idle core here, 5 s beside ``ray.init``, at every search's start; the copy takes 0.05 s. The
+    cached store holds no experiment: MLflow adds its Default one (id 0) when it opens the copy,
+    with the copy's own artifact root. Where the cache cannot be written, MLflow creates the
+    store itself, as without the cache."""
+    if not uri.startswith("sqlite:///") or "?" in uri:  # a server, or a URI with driver options
+        return
+    db = Path(uri[len("sqlite:///"):])
+    if db.exists():
+        return
+    import mlflow
+
+    template = cache_root() / "mlflow" / f"store-{mlflow.__version__}.db"
+    try:
+        if not template.is_file():
+            _make_empty_store(template)
+        db.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, db)
+    except (OSError, sqlite3.Error):
+        pass  # MLflow creates the store when it opens it
+
+
+def _make_empty_store(path: Path) -> None:
+    """An MLflow store with every table and no experiment at ``path``, whole or not at all
+    (searches may start at once): made in a part file beside it, then renamed into place."""
+    from mlflow.tracking import MlflowClient
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, part = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".part")
+    os.close(fd)  # SQLite takes an empty file as an empty database
+    try:
+        MlflowClient(f"sqlite:///{part}")  # opening a store creates its tables (the migrations)
+        with sqlite3.connect(part) as con:
+            con.execute("DELETE FROM experiments WHERE experiment_id = 0")
+        con.close()
+        os.replace(part, path)
+    finally:
+        Path(part).unlink(missing_ok=True)
+
+
 def check_reachable(uri: str) -> None:
     """For an ``http(s)://`` tracking server: raise :class:`SpecError` unless its ``/health``
     answers within :data:`REACH_TIMEOUT_S` seconds (other stores are files)."""
@@ -131,6 +176,7 @@ class Tracker:
 
         quiet()
         self.uri, self.experiment, self.notify, self.artifacts = uri, experiment, notify, artifacts
+        seed_sqlite_store(uri)
         self.client = MlflowClient(uri)
         self.parent = parent_run_id
         self.runs: dict[str, str] = {}
