@@ -33,3 +33,13 @@ def test_every_registered_trainable_resolves():
 def test_data_is_loaded_once_per_process():
     cfg = spec().base_config
     assert cached_data(cfg) is cached_data(cfg)
+
+
+def test_the_search_driver_does_not_load_the_engine():
+    """The driver only hands the trainable to Tune: torch loads in the trials' processes."""
+    import subprocess
+    import sys
+
+    code = "import sys, eqsearch.search.driver; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+BASE_KEY = "base"  # a trial's Tune config: the search's base run config under this key, sampled values beside it
+
 TRAINABLES: dict[str, str] = {
     "ep": "trainables.ep:ep",  # EP and BPTT on every model.kind (mlp, vf_mlp, cnn, vf_cnn)
 }

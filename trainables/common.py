@@ -16,9 +16,8 @@ from typing import Any, Mapping
 from eqsearch.config import RunConfig, from_dict, overrides_from_params, resource_overrides
 from eqsearch.data import Dataset, load_dataset
 from eqsearch.training import LATEST, fit, prepare_run
-from trainables import session
+from trainables import BASE_KEY, session
 
-BASE_KEY = "base"
 _DATA: dict[tuple, Dataset] = {}  # data sets kept across trials of a reused actor
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from trainables.common import run_trial
-
 
 def ep(config: dict) -> None:
-    """Ray Tune function trainable of the EP training loop."""
+    """Ray Tune function trainable of the EP training loop.
+
+    The engine (torch) is imported here, in the trial's process: the search's driver, which only
+    hands this function to Tune, never loads it."""
+    from trainables.common import run_trial
+
     run_trial(config)

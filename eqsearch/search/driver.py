@@ -52,10 +52,8 @@ from eqsearch.search.console import SearchConsole  # noqa: E402
 from eqsearch.errors import SpecError  # noqa: E402
 from eqsearch.search.space import SearchSpec, load_spec  # noqa: E402
 from eqsearch.search.tracking import REACH_TIMEOUT_S, Tracker, check_reachable, folder_store  # noqa: E402
-from eqsearch.training import LATEST, METRICS_FILE, read_metrics  # noqa: E402
-from eqsearch.run_folder import write_metrics  # noqa: E402
-from trainables import get_trainable  # noqa: E402
-from trainables.common import BASE_KEY  # noqa: E402
+from eqsearch.run_folder import LATEST, METRICS_FILE, read_metrics, write_metrics  # noqa: E402
+from trainables import BASE_KEY, get_trainable  # noqa: E402
 
 EPOCH_KEYS = set(R.METRIC_COLUMNS)
 TUNE_ATTR, MLFLOW_ATTR, INTERRUPTED_ATTR = "tune_trial_id", "mlflow_run_id", "eqsearch.interrupted_at_epoch"
