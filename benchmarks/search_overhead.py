@@ -1,7 +1,19 @@
 """Overhead of the search platform: N trials of a space (default: 8 of quickstart) through
 `eqsearch search` (Ray Tune + Optuna + ASHA + MLflow, 2 trials at a time) vs the same N configs,
 each for the epochs it ran in the search, through `fit()` in a plain loop over 2 worker processes
-(1 torch thread each, as in the search; each process pays torch's import as a trial's does).
+(1 torch thread each, as in the search; the two processes, like a search's two reused trial
+actors, import torch once and run one config after another).
+
+The machine's speed drifts by more than the overhead from one minute to the next, so the repeats
+alternate the order: odd repeats run the search first and then the loop of its configs, even ones
+the loop of the previous search's configs first and then the search (a seeded search proposes
+the same configs, ASHA stops them at nearly the same epochs: each line says whether the two runs
+did the same epochs). The median is over the per-repeat ratios.
+
+CPU seconds tell the platform's cost apart from the host's drift: the search's processes are read
+from /proc while it runs (the trials' Ray workers; the driver; Ray's daemons and the watchdog)
+and the loop's from its workers' rusage. The platform's processes other than the trials, as a
+share of the cores over the search, are what the trials could not use.
 
 Prints per repeat and as medians: both wall times and the overhead ratio; the fixed cost (search
 minus loop: Ray's start and stop, the MLflow store, the trial processes, the summary), which does
@@ -24,17 +36,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import yaml
 
+from eqsearch.search.reaper import descendants
+
 BAR = 0.15  # the overhead the issue allows
+CORES = 2  # the search runs 2 trials at a time, the loop 2 workers
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def train(args: tuple[dict, int]) -> float:
@@ -89,6 +109,90 @@ def trial_span(reports: list[list[dict]]) -> float:
     return max(ends) - min(starts)
 
 
+class ProcessCPU(threading.Thread):
+    """CPU seconds (user + system) of a process and its descendants, read from /proc every
+    ``every`` seconds while it runs; by role: ``trials`` (Ray workers that ran a trial), ``driver``,
+    ``other`` (Ray's daemons, idle workers, the watchdog). A process's last reading counts: what one
+    did after it, before exiting, is lost (under ``every`` seconds of a short-lived one)."""
+
+    def __init__(self, root: int, every: float = 0.5):
+        super().__init__(daemon=True)
+        self.root, self.every = root, every
+        self.seen: dict[tuple[int, int], tuple[str, float]] = {}  # (pid, start) -> (role, cpu s)
+        self.done = threading.Event()
+
+    def _read(self, pid: int, start: int) -> None:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            return
+        fields = stat[stat.rindex(")") + 2:].split()
+        cpu = (int(fields[11]) + int(fields[12])) / TICK
+        old_role = self.seen.get((pid, start), ("other", 0.0))[0]
+        role = ("driver" if pid == self.root else
+                "trials" if cmd.startswith("ray::") and "IDLE" not in cmd and "Agent" not in cmd else old_role)
+        self.seen[(pid, start)] = (role, cpu)
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self._read(self.root, -1)
+            for pid, start in descendants(self.root).items():
+                self._read(pid, start)
+            self.done.wait(self.every)
+
+    def totals(self) -> dict[str, float]:
+        out = {"trials": 0.0, "driver": 0.0, "other": 0.0}
+        for role, cpu in self.seen.values():
+            out[role] += cpu
+        return out
+
+
+@dataclass
+class Run:
+    wall: float  # seconds
+    epochs: float  # the sum of the epochs' own ``epoch_seconds``
+    cpu: dict[str, float]  # CPU seconds by role
+
+
+def run_search(exe: Path, args, tmp: str) -> tuple[Run, list[tuple[dict, int]], float]:
+    """One ``eqsearch search``: its Run, its trials' (config, epochs), and its seconds outside
+    its trials."""
+    results = Path(tmp) / "results"
+    sets = [a for kv in args.sets for a in ("--set", kv)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(exe), "search", args.space, "--results", str(results), "--num-samples",
+                             str(args.num_samples), "--no-dashboard", "--quiet", *sets],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cpu = ProcessCPU(proc.pid)
+    cpu.start()
+    _, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    cpu.done.set()
+    cpu.join()
+    if proc.returncode != 0:  # e.g. a bad --space or --set: eqsearch's own message
+        sys.exit(f"eqsearch search failed (status {proc.returncode}):\n{err.strip()}")
+    reports = trial_reports(results)
+    if not any(reports):  # every trial failed before its first epoch
+        sys.exit("eqsearch search ran no epoch of any trial: nothing to compare")
+    epochs = sum(row["epoch_seconds"] for rows in reports for row in rows)
+    return Run(wall, epochs, cpu.totals()), trial_configs(results), wall - trial_span(reports)
+
+
+def run_loop(jobs: list[tuple[dict, int]]) -> Run:
+    """The configs through fit() over 2 spawned worker processes."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with get_context("spawn").Pool(CORES) as pool:
+        epochs = sum(pool.map(train, jobs, chunksize=1))
+        pool.close()
+        pool.join()  # reaped: their CPU is in RUSAGE_CHILDREN
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return Run(wall, epochs, {"trials": cpu, "driver": 0.0, "other": 0.0})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
@@ -98,45 +202,44 @@ def main() -> None:
                     help="override a base config field of the space (as `eqsearch search --set`)")
     args = ap.parse_args()
     exe = Path(sys.executable).with_name("eqsearch")
-    sets = [a for kv in args.sets for a in ("--set", kv)]
-    search_s, loop_s, costs, epoch_s, outside_s, slowdown = [], [], [], [], [], []
+    ratios, fixed, outside, slowdown, platform, costs, epoch_s = [], [], [], [], [], [], []
+    jobs_before: list[tuple[dict, int]] | None = None
     for rep in range(args.repeats):
+        loop_first = rep % 2 == 1 and jobs_before is not None
         with tempfile.TemporaryDirectory(prefix="eqs-bench-") as tmp:
-            results = Path(tmp) / "results"
-            t0 = time.perf_counter()
-            done = subprocess.run([str(exe), "search", args.space, "--results", str(results), "--num-samples",
-                                   str(args.num_samples), "--no-dashboard", "--quiet", *sets],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            search_s.append(time.perf_counter() - t0)
-            if done.returncode != 0:  # e.g. a bad --space or --set: eqsearch's own message
-                sys.exit(f"eqsearch search failed (status {done.returncode}):\n{done.stderr.strip()}")
-            jobs = trial_configs(results)
-            reports = trial_reports(results)
-            if not any(reports):  # every trial failed before its first epoch
-                sys.exit("eqsearch search ran no epoch of any trial: nothing to compare")
-            c, e = per_epoch_cost(reports)
-            costs += c
-            epoch_s += e
-            search_epochs = sum(row["epoch_seconds"] for rows in reports for row in rows)
-            outside_s.append(search_s[-1] - trial_span(reports))
-        t0 = time.perf_counter()
-        with get_context("spawn").Pool(2) as pool:
-            loop_epochs = sum(pool.map(train, jobs, chunksize=1))
-        loop_s.append(time.perf_counter() - t0)
-        slowdown.append(search_epochs / loop_epochs)
-        epochs = sum(e for _, e in jobs)
-        print(f"repeat {rep + 1}: search {search_s[-1]:.1f} s, fit() loop {loop_s[-1]:.1f} s "
-              f"({len(jobs)} trials, {epochs} epochs): overhead {search_s[-1] / loop_s[-1] - 1:+.1%}; "
-              f"search outside its trials {outside_s[-1]:.1f} s; epochs' own time {search_epochs:.1f} s "
-              f"in the search vs {loop_epochs:.1f} s in the loop ({slowdown[-1] - 1:+.1%})", flush=True)
-    s, lp = statistics.median(search_s), statistics.median(loop_s)
-    fixed = statistics.median(a - b for a, b in zip(search_s, loop_s))
-    print(f"median: search {s:.1f} s, fit() loop {lp:.1f} s; overhead {s / lp - 1:+.0%} (ratio {s / lp:.2f})")
-    print(f"fixed cost (search - loop, median): {fixed:.1f} s: under {BAR:.0%} of a loop from {fixed / BAR:.0f} s")
-    print(f"search outside its trials (median): {statistics.median(outside_s):.1f} s; epochs' own time "
-          f"in the search vs the loop (median): {statistics.median(slowdown) - 1:+.1%}")
+            if loop_first:
+                loop = run_loop(jobs_before)
+            search, jobs, out_s = run_search(exe, args, tmp)
+            c, e = per_epoch_cost(trial_reports(Path(tmp) / "results"))
+        if not loop_first:
+            loop = run_loop(jobs)
+        looped = jobs_before if loop_first else jobs
+        jobs_before = jobs
+        ratios.append(search.wall / loop.wall)
+        fixed.append(search.wall - loop.wall)
+        outside.append(out_s)
+        slowdown.append(search.epochs / loop.epochs)
+        costs += c
+        epoch_s += e
+        share = (search.cpu["driver"] + search.cpu["other"]) / (CORES * search.wall)
+        platform.append(share)
+        same = ("the same epochs" if [n for _, n in looped] == [n for _, n in jobs] else
+                f"{sum(n for _, n in jobs)} epochs in the search, {sum(n for _, n in looped)} in the loop")
+        print(f"repeat {rep + 1} ({'loop' if loop_first else 'search'} first, {len(jobs)} trials, {same}): "
+              f"search {search.wall:.1f} s, fit() loop {loop.wall:.1f} s: overhead {ratios[-1] - 1:+.1%}; "
+              f"search outside its trials {out_s:.1f} s; epochs' own time {search.epochs:.1f} s in the search "
+              f"vs {loop.epochs:.1f} s in the loop ({slowdown[-1] - 1:+.1%}); CPU s: trials {search.cpu['trials']:.0f} "
+              f"vs loop workers {loop.cpu['trials']:.0f}, driver {search.cpu['driver']:.1f}, Ray's other processes "
+              f"{search.cpu['other']:.1f} ({share:.1%} of the cores over the search)", flush=True)
+    med = statistics.median
+    print(f"median of {len(ratios)} repeats: overhead {med(ratios) - 1:+.1%} (search / loop "
+          f"{min(ratios):.2f}-{max(ratios):.2f}); bar {BAR:.0%}")
+    print(f"fixed cost (search - loop, median): {med(fixed):.1f} s: under {BAR:.0%} of a loop from {med(fixed) / BAR:.0f} s")
+    print(f"search outside its trials (median): {med(outside):.1f} s; epochs' own time in the search vs the "
+          f"loop (median): {med(slowdown) - 1:+.1%}; the platform's processes besides the trials (median): "
+          f"{med(platform):.1%} of the cores")
     if costs:
-        c, e = statistics.median(costs), statistics.median(epoch_s)
+        c, e = med(costs), med(epoch_s)
         print(f"inside a trial, per epoch after its first (median of {len(costs)}): {c * 1000:.0f} ms "
               f"({c / e:.1%} of the epoch's {e:.2f} s)")
 
