@@ -7,13 +7,18 @@ actors, import torch once and run one config after another).
 The machine's speed drifts by more than the overhead from one minute to the next, so the repeats
 alternate the order: odd repeats run the search first and then the loop of its configs, even ones
 the loop of the previous search's configs first and then the search (a seeded search proposes
-the same configs, ASHA stops them at nearly the same epochs: each line says whether the two runs
-did the same epochs). The median is over the per-repeat ratios.
+the same configs). ASHA's stops depend on the order in which two trials' reports arrive: where the
+search ran other epochs than the loop before it, the loop runs again after it on the search's own
+configs, and that repeat counts as search first. The median is over the per-repeat ratios.
 
 CPU seconds tell the platform's cost apart from the host's drift: the search's processes are read
 from /proc while it runs (the trials' Ray workers; the driver; Ray's daemons and the watchdog)
 and the loop's from its workers' rusage. The platform's processes other than the trials, as a
-share of the cores over the search, are what the trials could not use.
+share of the cores over the search, are what the trials could not use. Within a trial worker, the
+threads tell the trials' own work (Tune's function threads) from the worker's main thread and Ray's
+threads; every CPU second but the trials' own threads, per CPU second of those, is the platform's
+cost in CPU, which the host's speed scales alike on both sides (it counts the trial workers'
+imports, which the loop's workers pay too).
 
 Prints per repeat and as medians: both wall times and the overhead ratio; the fixed cost (search
 minus loop: Ray's start and stop, the MLflow store, the trial processes, the summary), which does
@@ -112,27 +117,47 @@ def trial_span(reports: list[list[dict]]) -> float:
 class ProcessCPU(threading.Thread):
     """CPU seconds (user + system) of a process and its descendants, read from /proc every
     ``every`` seconds while it runs; by role: ``trials`` (Ray workers that ran a trial), ``driver``,
-    ``other`` (Ray's daemons, idle workers, the watchdog). A process's last reading counts: what one
-    did after it, before exiting, is lost (under ``every`` seconds of a short-lived one)."""
+    ``other`` (Ray's daemons, idle workers, the watchdog). A trial process's threads are read too:
+    ``trial_threads``, its Python threads besides the main one (Tune's function threads, one per
+    trial a reused actor ran: the trials' own work and their reports; Python threads carry the
+    process's name), ``trial_main`` (the worker's main thread: imports, the actor's task loop) and
+    ``trial_ray_threads`` (Ray's own named threads: gRPC, the core worker's I/O, jemalloc). A
+    process's or thread's last reading counts: what one did after it, before exiting, is lost
+    (under ``every`` seconds of a short-lived one)."""
 
     def __init__(self, root: int, every: float = 0.5):
         super().__init__(daemon=True)
         self.root, self.every = root, every
         self.seen: dict[tuple[int, int], tuple[str, float]] = {}  # (pid, start) -> (role, cpu s)
+        self.threads: dict[tuple[int, int], dict[int, tuple[str, float]]] = {}  # trial (pid, start) -> tid -> (kind, cpu s)
         self.done = threading.Event()
+
+    @staticmethod
+    def _cpu(stat_file: Path) -> float:
+        stat = stat_file.read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
 
     def _read(self, pid: int, start: int) -> None:
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
+            cpu = self._cpu(Path(f"/proc/{pid}/stat"))
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
         except OSError:
             return
-        fields = stat[stat.rindex(")") + 2:].split()
-        cpu = (int(fields[11]) + int(fields[12])) / TICK
         old_role = self.seen.get((pid, start), ("other", 0.0))[0]
         role = ("driver" if pid == self.root else
                 "trials" if cmd.startswith("ray::") and "IDLE" not in cmd and "Agent" not in cmd else old_role)
         self.seen[(pid, start)] = (role, cpu)
+        if role == "trials":
+            threads = self.threads.setdefault((pid, start), {})
+            try:
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    tid = int(task.name)
+                    kind = ("trial_main" if tid == pid else "trial_threads"
+                            if (task / "comm").read_text().startswith("ray::") else "trial_ray_threads")
+                    threads[tid] = (kind, self._cpu(task / "stat"))
+            except OSError:
+                pass
 
     def run(self) -> None:
         while not self.done.is_set():
@@ -142,9 +167,12 @@ class ProcessCPU(threading.Thread):
             self.done.wait(self.every)
 
     def totals(self) -> dict[str, float]:
-        out = {"trials": 0.0, "driver": 0.0, "other": 0.0}
+        out = dict.fromkeys(("trials", "driver", "other", "trial_threads", "trial_main", "trial_ray_threads"), 0.0)
         for role, cpu in self.seen.values():
             out[role] += cpu
+        for threads in self.threads.values():
+            for kind, cpu in threads.values():
+                out[kind] += cpu
         return out
 
 
@@ -202,7 +230,7 @@ def main() -> None:
                     help="override a base config field of the space (as `eqsearch search --set`)")
     args = ap.parse_args()
     exe = Path(sys.executable).with_name("eqsearch")
-    ratios, fixed, outside, slowdown, platform, costs, epoch_s = [], [], [], [], [], [], []
+    ratios, fixed, outside, slowdown, platform, costs, epoch_s, cpu_cost = [], [], [], [], [], [], [], []
     jobs_before: list[tuple[dict, int]] | None = None
     for rep in range(args.repeats):
         loop_first = rep % 2 == 1 and jobs_before is not None
@@ -211,9 +239,13 @@ def main() -> None:
                 loop = run_loop(jobs_before)
             search, jobs, out_s = run_search(exe, args, tmp)
             c, e = per_epoch_cost(trial_reports(Path(tmp) / "results"))
-        if not loop_first:
+        mismatch = loop_first and [n for _, n in jobs_before] != [n for _, n in jobs]
+        if mismatch:  # ASHA stopped other epochs (reports came in another order): compare its own
+            print(f"repeat {rep + 1}: the search ran {sum(n for _, n in jobs)} epochs, the loop before it "
+                  f"{sum(n for _, n in jobs_before)}: the loop runs again after it, on the search's configs", flush=True)
+        if not loop_first or mismatch:
             loop = run_loop(jobs)
-        looped = jobs_before if loop_first else jobs
+            loop_first = False
         jobs_before = jobs
         ratios.append(search.wall / loop.wall)
         fixed.append(search.wall - loop.wall)
@@ -223,21 +255,26 @@ def main() -> None:
         epoch_s += e
         share = (search.cpu["driver"] + search.cpu["other"]) / (CORES * search.wall)
         platform.append(share)
-        same = ("the same epochs" if [n for _, n in looped] == [n for _, n in jobs] else
-                f"{sum(n for _, n in jobs)} epochs in the search, {sum(n for _, n in looped)} in the loop")
-        print(f"repeat {rep + 1} ({'loop' if loop_first else 'search'} first, {len(jobs)} trials, {same}): "
+        # every CPU second of the search but the trials' own threads, per second of those
+        cpu_cost.append((sum(search.cpu[k] for k in ("driver", "other", "trial_main", "trial_ray_threads"))
+                         / search.cpu["trial_threads"]))
+        print(f"repeat {rep + 1} ({'loop' if loop_first else 'search'} first, {len(jobs)} trials, "
+              f"{sum(n for _, n in jobs)} epochs in both): "
               f"search {search.wall:.1f} s, fit() loop {loop.wall:.1f} s: overhead {ratios[-1] - 1:+.1%}; "
               f"search outside its trials {out_s:.1f} s; epochs' own time {search.epochs:.1f} s in the search "
               f"vs {loop.epochs:.1f} s in the loop ({slowdown[-1] - 1:+.1%}); CPU s: trials {search.cpu['trials']:.0f} "
-              f"vs loop workers {loop.cpu['trials']:.0f}, driver {search.cpu['driver']:.1f}, Ray's other processes "
-              f"{search.cpu['other']:.1f} ({share:.1%} of the cores over the search)", flush=True)
+              f"(Tune's function threads {search.cpu['trial_threads']:.1f}, main threads {search.cpu['trial_main']:.1f}, "
+              f"Ray's threads {search.cpu['trial_ray_threads']:.1f}) vs loop workers {loop.cpu['trials']:.0f}, driver {search.cpu['driver']:.1f}, Ray's other processes "
+              f"{search.cpu['other']:.1f} ({share:.1%} of the cores over the search); the platform's CPU "
+              f"per CPU second of the trials' threads {cpu_cost[-1]:.1%}", flush=True)
     med = statistics.median
     print(f"median of {len(ratios)} repeats: overhead {med(ratios) - 1:+.1%} (search / loop "
           f"{min(ratios):.2f}-{max(ratios):.2f}); bar {BAR:.0%}")
     print(f"fixed cost (search - loop, median): {med(fixed):.1f} s: under {BAR:.0%} of a loop from {med(fixed) / BAR:.0f} s")
     print(f"search outside its trials (median): {med(outside):.1f} s; epochs' own time in the search vs the "
           f"loop (median): {med(slowdown) - 1:+.1%}; the platform's processes besides the trials (median): "
-          f"{med(platform):.1%} of the cores")
+          f"{med(platform):.1%} of the cores; the platform's CPU per CPU second of the trials' threads (median): "
+          f"{med(cpu_cost):.1%}")
     if costs:
         c, e = med(costs), med(epoch_s)
         print(f"inside a trial, per epoch after its first (median of {len(costs)}): {c * 1000:.0f} ms "

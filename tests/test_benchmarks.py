@@ -67,3 +67,54 @@ def test_search_overhead_spans_from_the_first_trials_start_to_the_last_report(tm
     _tune_reports(tmp_path, {"ep_a": [{"timestamp": 110, "time_this_iter_s": 6.0}, {"timestamp": 114, "time_this_iter_s": 4.0}],
                              "ep_b": [{"timestamp": 107, "time_this_iter_s": 5.0}, {"timestamp": 120, "time_this_iter_s": 13.0}]})
     assert trial_span(trial_reports(tmp_path)) == pytest.approx(120 - 102)
+
+
+
+TRIAL_LIKE = """
+import threading, time
+def name(comm):
+    with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as f:
+        f.write(comm)
+def spin(seconds, comm=None):
+    if comm:
+        name(comm)
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+name("ray::ImplicitFu")  # as Ray's setproctitle: Python threads started later carry it
+threads = [threading.Thread(target=spin, args=(1.0,)), threading.Thread(target=spin, args=(0.4, "worker.io"))]
+for t in threads:
+    t.start()
+spin(0.2)
+for t in threads:
+    t.join()
+time.sleep(0.6)
+"""
+
+
+def test_search_overhead_reads_a_trial_process_by_thread(monkeypatch):
+    """``ProcessCPU``: a descendant named like a Ray trial worker counts as trials, split into its
+    Python threads besides the main one, its main thread and Ray's named threads; the root is the
+    driver."""
+    import sys
+    import time
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    from search_overhead import ProcessCPU
+
+    driver = (f"import subprocess, sys; subprocess.run(['ray::ImplicitFunc.train', '-c', {TRIAL_LIKE!r}], "
+              f"executable=sys.executable)")
+    proc = subprocess.Popen([sys.executable, "-c", driver])
+    cpu = ProcessCPU(proc.pid, every=0.1)
+    cpu.start()
+    proc.wait(timeout=60)
+    time.sleep(0.2)
+    cpu.done.set()
+    cpu.join()
+    totals = cpu.totals()
+    assert 0.9 <= totals["trial_threads"] <= 1.2, totals
+    assert 0.3 <= totals["trial_ray_threads"] <= 0.5, totals
+    assert 0.15 <= totals["trial_main"] <= 0.6, totals  # its spin and the imports
+    assert totals["trials"] == pytest.approx(totals["trial_threads"] + totals["trial_ray_threads"]
+                                             + totals["trial_main"], abs=0.25)  # a thread's last 0.1 s
+    assert totals["other"] == 0.0 and totals["driver"] < 0.5
