@@ -24,6 +24,24 @@ def test_default_run_reaches_90_percent_on_digits(tmp_path):
         assert key in history[-1]
 
 
+def test_a_plain_sgd_run_and_its_resume_never_load_the_compiler(tmp_path):
+    """Building the optimizer, saving checkpoints and restoring one call torch's optimizer methods
+    that torch wraps to import torch._dynamo (1.1 s); a plain-SGD run (code base A's default)
+    and its resume do not load it. Checked in a fresh process."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from eqsearch.config import from_dict; from eqsearch.training import fit\n"
+            f"cfg = from_dict(None, {{'train.epochs': 1, 'data.max_batches': 3}})\n"
+            f"list(fit(cfg, {str(tmp_path)!r}))\n"
+            f"list(fit(from_dict(None, {{'train.epochs': 2, 'data.max_batches': 3}}), {str(tmp_path)!r}, resume=True))\n"
+            "print('torch._dynamo' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "True"]
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2]
+
+
 @pytest.mark.parametrize("overrides", [
     {"rule.estimator": "random_sign", "optim.momentum": 0.9, "optim.lr_decay": True, "optim.lrs": [0.05, 0.02]},
     {"rule.alg": "bptt", "optim.name": "adam", "optim.lrs": [1e-3, 1e-3], "optim.wds": [1e-4, 1e-4]},
