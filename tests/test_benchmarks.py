@@ -118,3 +118,21 @@ def test_search_overhead_reads_a_trial_process_by_thread(monkeypatch):
     assert totals["trials"] == pytest.approx(totals["trial_threads"] + totals["trial_ray_threads"]
                                              + totals["trial_main"], abs=0.25)  # a thread's last 0.1 s
     assert totals["other"] == 0.0 and totals["driver"] < 0.5
+
+
+def test_trial_in_actor_times_the_same_epochs_in_a_ray_actor_and_a_plain_process():
+    """``trial_in_actor.py``: both sides run, in turns, and the ratio of their medians is printed;
+    a bad space is refused with eqsearch's message."""
+    import re
+    import sys
+
+    script = str(SCRIPT.parent / "trial_in_actor.py")
+    out = subprocess.run([sys.executable, script, "--rounds", "2", "--set", "data.max_batches=5"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    sides = re.findall(r"^round (\d) +(actor|plain): epochs ([\d.]+) s", out.stdout, re.M)
+    assert [(r, side) for r, side, _ in sides] == [("1", "actor"), ("1", "plain"), ("2", "plain"), ("2", "actor")]
+    assert all(float(s) > 0 for _, _, s in sides)
+    assert re.search(r"^actor / plain \(medians of 2\): epochs [\d.]+, thread CPU [\d.]+$", out.stdout, re.M)
+    bad = subprocess.run([sys.executable, script, "--set", "rule.T1=-3"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "rule.T1" in bad.stderr and "Traceback" not in bad.stderr
