@@ -265,7 +265,9 @@ def test_killed_search_resumes(tmp_path):
         out, _ = res.communicate(timeout=300)
         assert res.returncode == 0, out
         rows = R.read_trials(results)
-        assert len(rows) == 6
+        # 6, plus at most one per concurrent trial that ended after Tune's last saved state and
+        # before the kill: kept, and Tune runs another in its place
+        assert 6 <= len(rows) <= 8, [r["trial_name"] for r in rows]
         assert all(r["stop_reason"] in (R.COMPLETED, R.ASHA_STOPPED) for r in rows), [(r["stop_reason"], r["reason"]) for r in rows]
         by_id = {r["trial_id"]: r for r in rows}
         for tid, r in kept.items():  # finished trials kept as they were, not re-run
@@ -275,7 +277,7 @@ def test_killed_search_resumes(tmp_path):
 
         mlflow.set_tracking_uri(f"sqlite:///{results / R.MLFLOW_DB}")
         runs = mlflow.search_runs(experiment_names=["quickstart"])
-        assert len(runs[runs["tags.mlflow.parentRunId"].notna()]) == 6  # no duplicate runs
+        assert len(runs[runs["tags.mlflow.parentRunId"].notna()]) == len(rows)  # no duplicate runs
         assert (runs["status"] == "FINISHED").all()
     finally:
         kill_processes_using(ray_tmp)  # orphans of the killed Ray session (by PID)
