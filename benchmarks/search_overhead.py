@@ -256,8 +256,8 @@ def main() -> None:
         share = (search.cpu["driver"] + search.cpu["other"]) / (CORES * search.wall)
         platform.append(share)
         # every CPU second of the search but the trials' own threads, per second of those
-        cpu_cost.append((sum(search.cpu[k] for k in ("driver", "other", "trial_main", "trial_ray_threads"))
-                         / search.cpu["trial_threads"]))
+        cpu_cost.append(sum(search.cpu[k] for k in ("driver", "other", "trial_main", "trial_ray_threads"))
+                        / max(search.cpu["trial_threads"], 1 / TICK))  # no reading of a trial thread: one tick
         print(f"repeat {rep + 1} ({'loop' if loop_first else 'search'} first, {len(jobs)} trials, "
               f"{sum(n for _, n in jobs)} epochs in both): "
               f"search {search.wall:.1f} s, fit() loop {loop.wall:.1f} s: overhead {ratios[-1] - 1:+.1%}; "

@@ -19,22 +19,18 @@ import time
 from multiprocessing import get_context
 
 from eqsearch.config import parse_assignment
+from search_overhead import train
 
 
-def epochs_in_a_thread(tree: dict) -> tuple[float, float]:
-    """(sum of epoch_seconds, CPU seconds of the thread) of ``fit()`` on the run config ``tree``,
-    run in a new thread of this process."""
-    import torch
-
-    from eqsearch.config import from_dict
-    from eqsearch.training import fit
-
-    torch.set_num_threads(1)
+def epochs_in_a_thread(tree: dict, epochs: int) -> tuple[float, float]:
+    """(sum of epoch_seconds, CPU seconds of the thread) of ``fit()`` on the run config ``tree``
+    for ``epochs`` epochs on one torch thread (``search_overhead.train``), run in a new thread of
+    this process."""
     out: list[float] = []
 
     def run() -> None:
         t0 = time.thread_time()
-        out.append(sum(m["epoch_seconds"] for m in fit(from_dict(tree))))
+        out.append(train((tree, epochs)))
         out.append(time.thread_time() - t0)
 
     worker = threading.Thread(target=run)
@@ -48,8 +44,8 @@ def epochs_in_a_thread(tree: dict) -> tuple[float, float]:
 class Trial:
     """The Ray actor: one per benchmark, reused for every run like a search's reused actors."""
 
-    def run(self, tree: dict) -> tuple[float, float]:
-        return epochs_in_a_thread(tree)
+    def run(self, tree: dict, epochs: int) -> tuple[float, float]:
+        return epochs_in_a_thread(tree, epochs)
 
 
 def main() -> None:
@@ -72,14 +68,13 @@ def main() -> None:
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
     tree = spec.base_config.to_dict()
-    tree["train"].update(epochs=args.epochs, threads=1)
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     actor = ray.remote(num_cpus=1)(Trial).remote()
     runs: dict[str, list[tuple[float, float]]] = {"actor": [], "plain": []}
     with get_context("spawn").Pool(1) as pool:
-        sides = {"actor": lambda: ray.get(actor.run.remote(tree)),
-                 "plain": lambda: pool.apply(epochs_in_a_thread, (tree,))}
+        sides = {"actor": lambda: ray.get(actor.run.remote(tree, args.epochs)),
+                 "plain": lambda: pool.apply(epochs_in_a_thread, (tree, args.epochs))}
         for side in sides.values():  # warm-up: imports, data, first allocations
             side()
         for r in range(args.rounds):
