@@ -81,6 +81,7 @@ def spin(seconds, comm=None):
     end = time.thread_time() + seconds
     while time.thread_time() < end:
         pass
+    time.sleep(0.5)  # alive for a few more readings: a thread's last CPU before it exits is not read
 name("ray::ImplicitFu")  # as Ray's setproctitle: Python threads started later carry it
 threads = [threading.Thread(target=spin, args=(1.0,)), threading.Thread(target=spin, args=(0.4, "worker.io"))]
 for t in threads:
