@@ -12,6 +12,10 @@ projected s/epoch (1200 batches of MNIST) and the ratios:
   fused paths: ``model.step`` at every step, the gradients formed, written to ``p.grad`` and
   stepped by the optimizer;
 - ``autograd``: code base A's way, every step by autograd of Φ;
+- ``matmuls``: the fused path's matrix products alone, recorded from one of its batches and
+  replayed (:mod:`matmul_floor`): the floor of a batch on this machine. ``fused/matmuls`` is
+  what everything else (σ, the nudge, residuals, Python, launches) costs on top, a ratio that
+  does not depend on how fast the host is;
 - with ``--compile``, ``compiled``: ``train.compile = "phase"``, each phase in chunks of 10 steps through
   ``torch.compile`` (mode reduce-overhead: one CUDA-graph replay per chunk on a GPU), compiled
   during the warm-up batches.
@@ -34,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from autograd_baseline import autograd_ep_grads  # noqa: E402
+from matmul_floor import record_matmuls  # noqa: E402
 
 from eqsearch.config import RuleConfig, TrainConfig, from_dict  # noqa: E402
 from eqsearch.models import MLP, EnergyModel  # noqa: E402
@@ -93,13 +98,18 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; {args.batches} batches x "
           f"{args.repeats} repeats (paths in turns), median ms/batch; s/epoch = 1200 batches")
     print(f"{'estimator':<11} {'fused':>7} {'generic':>8} {'autograd':>9} {'generic/fused':>14} "
-          f"{'autograd/fused':>15} {'fused s/epoch':>14}" + (f" {'compiled':>9} {'compiled/fused':>15}" if args.compile else ""))
+          f"{'autograd/fused':>15} {'fused s/epoch':>14} {'matmuls':>8} {'fused/matmuls':>14}"
+          + (f" {'compiled':>9} {'compiled/fused':>15}" if args.compile else ""))
     for est in ("one_sided", "symmetric"):
         fns = paths(est, device, args.compile)
-        times: dict[str, list[float]] = {name: [] for name in fns}
         for fn in fns.values():
             for x, y in zip(xs[:5], ys[:5]):
                 fn(x, y, torch.Generator().manual_seed(1))
+        floor = record_matmuls(lambda: fns["fused"](xs[0], ys[0], torch.Generator().manual_seed(1)))
+        fns["matmuls"] = floor
+        for _ in range(5):
+            floor()
+        times: dict[str, list[float]] = {name: [] for name in fns}
         for _ in range(args.repeats):
             for name, fn in fns.items():
                 gen = torch.Generator().manual_seed(1)
@@ -112,8 +122,10 @@ def main() -> None:
         med = {name: statistics.median(t) for name, t in times.items()}
         print(f"{est:<11} {med['fused']:>7.2f} {med['generic']:>8.2f} {med['autograd']:>9.2f} "
               f"{med['generic'] / med['fused']:>13.2f}x {med['autograd'] / med['fused']:>14.1f}x "
-              f"{med['fused'] * MNIST_BATCHES / 1e3:>14.2f}"
+              f"{med['fused'] * MNIST_BATCHES / 1e3:>14.2f} {med['matmuls']:>8.2f} {med['fused'] / med['matmuls']:>13.2f}x"
               + (f" {med['compiled']:>9.2f} {med['compiled'] / med['fused']:>14.2f}x" if args.compile else ""))
+        print(f"{'':<11} one fused batch: {floor.operators} aten operators, {len(floor.calls)} of them matrix products, "
+              f"{floor.flops / 1e6:.0f} MFLOP; the products alone at {floor.flops / med['matmuls'] / 1e6:.0f} GFLOP/s")
     if args.data_root:
         cfg = from_dict(overrides={"data.dataset": "mnist", "data.root": args.data_root, "data.batch_size": MBS,
                                    "model.archi": ARCHI, "rule.estimator": "one_sided", "rule.beta": BETA,

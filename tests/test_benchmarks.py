@@ -27,6 +27,7 @@ def test_gpu_script_runs_every_benchmark_on_the_cpu_path():
     assert "!!" not in out.stdout
     assert "speed-up vs autograd" in out.stdout and "bfloat16" in out.stdout and "async" in out.stdout
     assert "compiled/fused" in out.stdout and "engine compile=phase" in out.stdout
+    assert "fused/matmuls" in out.stdout and "matrix products" in out.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
@@ -137,3 +138,34 @@ def test_trial_in_actor_times_the_same_epochs_in_a_ray_actor_and_a_plain_process
     assert re.search(r"^actor / plain \(medians of 2\): epochs [\d.]+, thread CPU [\d.]+$", out.stdout, re.M)
     bad = subprocess.run([sys.executable, script, "--set", "rule.T1=-3"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "rule.T1" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_matmul_floor_replays_exactly_a_batchs_products(monkeypatch):
+    """``matmul_floor.record_matmuls``: the products of a batch, in order, on copies that keep the
+    operands' layouts (a transposed weight stays transposed, an ``out=`` buffer stays one); the
+    replay writes only into those copies; other operators are counted, not kept."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    from matmul_floor import record_matmuls
+
+    g = torch.Generator().manual_seed(0)
+    x, w, b, v = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((4, 6), (5, 6), (5,), (5, 3)))
+    out = torch.empty(4, 3, dtype=torch.float64)
+
+    def batch():
+        h = torch.addmm(b, x, w.t()).sigmoid_()  # (4, 5): a product, then σ
+        torch.mm(h, v, out=out)                  # (4, 3) into a buffer
+        out.add_(1.0)
+
+    replay = record_matmuls(batch)
+    after_batch = out.clone()
+    aten = torch.ops.aten
+    assert [func.overloadpacket for func, _, _ in replay.calls] == [aten.addmm, aten.mm]
+    assert replay.operators == 5 and replay.flops == 2 * 4 * 5 * 6 + 2 * 4 * 3 * 5  # t, addmm, sigmoid_, mm, add_
+    (_, (bias, a, wt), _), (_, (h, vv), kw) = replay.calls
+    assert wt.stride() == w.t().stride() and wt.data_ptr() != w.data_ptr() and torch.equal(wt, w.t())
+    recorded_out = kw["out"]
+    assert recorded_out.data_ptr() != out.data_ptr()
+    recorded_out.zero_()
+    replay()
+    assert torch.equal(out, after_batch)  # the batch's own tensors are left alone
+    assert torch.allclose(recorded_out, torch.addmm(b, x, w.t()).sigmoid() @ v)
