@@ -334,7 +334,7 @@ print("ended", sorted(procs))
     assert done.returncode == 0 and "ended" in done.stdout, done.stdout + done.stderr
 
 
-def test_a_missing_data_root_fails_before_ray_starts(tmp_path):
+def test_a_missing_data_root_fails_before_any_trial_starts(tmp_path):
     t0 = time.time()
     r = subprocess.run([str(Path(sys.executable).with_name("eqsearch")), "search", "quickstart", "--results",
                         str(tmp_path / "res"), "--set", "data.dataset=mnist", "--set",

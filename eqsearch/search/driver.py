@@ -49,6 +49,7 @@ from eqsearch.errors import ConfigError  # noqa: E402
 from eqsearch.search import reaper  # noqa: E402
 from eqsearch.search import results as R  # noqa: E402
 from eqsearch.search.console import SearchConsole  # noqa: E402
+from eqsearch.search.datacheck import DataCheck  # noqa: E402
 from eqsearch.errors import SpecError  # noqa: E402
 from eqsearch.search.space import SearchSpec, load_spec  # noqa: E402
 from eqsearch.search.tracking import REACH_TIMEOUT_S, Tracker, check_reachable, folder_store  # noqa: E402
@@ -578,8 +579,9 @@ def run_search(spec: SearchSpec, results: Path, *, address: str | None = None, d
     """Run a new search into the folder ``results`` (see :mod:`eqsearch.search.results`).
 
     Everything that can be checked before Ray starts is (the tracking server, the cluster's
-    address, this machine's CPUs and GPUs for a local Ray); a search that fails before its
-    first trial leaves no results folder behind."""
+    address, this machine's CPUs for a local Ray); the data sets load in a child process while
+    Ray starts, and the cluster's CPUs and GPUs are checked once it is up, all before the first
+    trial. A search that fails before its first trial leaves no results folder behind."""
     quiet()
     results = Path(results).resolve()
     if (results / R.STATE_FILE).exists():
@@ -587,6 +589,7 @@ def run_search(spec: SearchSpec, results: Path, *, address: str | None = None, d
                         f"or `eqsearch resume {results}`")
     check_reachable(spec.tracking["mlflow_uri"] or "")
     preflight(spec, address, num_cpus)
+    data_check = DataCheck(spec)  # loads the data sets while Ray starts
     created = not results.exists()
     results.mkdir(parents=True, exist_ok=True)
     started = False
@@ -599,6 +602,7 @@ def run_search(spec: SearchSpec, results: Path, *, address: str | None = None, d
             ray_session = start_ray(address, dashboard, num_cpus)
             tracker = opening.result()
         quiet()  # again: ray.init configures its loggers
+        data_check.result()
         check_resources(spec)
         spec.to_yaml(results / R.SPACE_FILE)
         parent = tracker.start_search(spec.name, {**spec.search, **spec.resources, "trainable": spec.trainable},
@@ -613,38 +617,18 @@ def run_search(spec: SearchSpec, results: Path, *, address: str | None = None, d
         with Interrupts(recorder, notify):
             _tuner(spec, results, recorder).fit()
     finally:
+        data_check.close()
         ray_session.end()
         if not started and created:
             shutil.rmtree(results, ignore_errors=True)
     return _outcome(spec, results, uri, tune_path, recorder.interrupted)
 
 
-def check_data(spec: SearchSpec) -> None:
-    """Load every data set a trial of ``spec`` can reach (the base's, and each value of a
-    searched ``data.dataset`` or ``data.root``), so that a missing or unreadable one fails now,
-    in the driver, with the loader's message (:class:`DataError`), not in every trial."""
-    from eqsearch.data import load_dataset
-    from eqsearch.errors import DataError
-
-    choices = {p.field: list(p.args) for p in spec.params if p.field in ("data.dataset", "data.root")
-               and p.kind == "choice"}
-    base = spec.base_config.data
-    seen = set()
-    for dataset in choices.get("data.dataset", [base.dataset]):
-        for root in choices.get("data.root", [base.root]):
-            if (dataset, root) in seen:
-                continue
-            seen.add((dataset, root))
-            try:
-                load_dataset(spec.base_config.replace({"data.dataset": dataset, "data.root": root}).data)
-            except DataError as exc:
-                raise SpecError(f"{spec.source}: data.dataset {dataset!r}: {exc}") from None
-
-
 def preflight(spec: SearchSpec, address: str | None, num_cpus: int | None) -> None:
-    """Checks that need no Ray: a cluster ``address`` (host:port) answers within seconds; every
-    data set the space can reach loads (:func:`check_data`); a local Ray has the CPUs and GPUs
-    one trial asks for (the cluster's own are checked once it is joined, :func:`check_resources`)."""
+    """Checks that need neither Ray nor the trials' libraries: a cluster ``address`` (host:port)
+    answers within seconds; a local Ray has the CPUs one trial asks for (the cluster's own CPUs
+    and GPUs, and a local Ray's GPUs, are checked once it is up, :func:`check_resources`; the data
+    sets by :class:`~eqsearch.search.datacheck.DataCheck`, meanwhile)."""
     if address and address not in ("auto", "local") and not address.startswith("ray://"):
         host, _, port = address.rpartition(":")
         try:
@@ -653,20 +637,12 @@ def preflight(spec: SearchSpec, address: str | None, num_cpus: int | None) -> No
             raise SpecError(f"--address: {address!r} did not answer within {REACH_TIMEOUT_S:g} s ({exc}); allowed: "
                             "HOST:PORT of a running Ray head node (ray start --head), auto, or none for a "
                             "local Ray") from None
-    check_data(spec)
     if address:
         return
     cpus = num_cpus or os.cpu_count() or 1
     if spec.resources["cpu"] > cpus:
         raise SpecError(f"{spec.source}: resources.cpu: got {spec.resources['cpu']:g}; allowed: <= {cpus} "
                         "(the CPUs of this machine, where the local Ray runs)")
-    if spec.resources["gpu"] > 0:
-        import torch
-
-        gpus = torch.cuda.device_count()
-        if spec.resources["gpu"] > gpus:
-            raise SpecError(f"{spec.source}: resources.gpu: got {spec.resources['gpu']:g}; allowed: <= {gpus} "
-                            f"(GPUs of this machine: {gpus}; use --gpus-per-trial 0 on a CPU machine)")
 
 
 def resume_search(results: Path, *, address: str | None = None, dashboard: bool = True, show: bool = True,
@@ -682,10 +658,12 @@ def resume_search(results: Path, *, address: str | None = None, dashboard: bool 
     if not tune.Tuner.can_restore(str(tune_path)):
         raise SpecError(f"{results}: the Tune experiment {tune_path} has no saved state yet; "
                         "allowed: a search that ran at least until its first trial started")
-    check_data(spec)
-    ray_session = start_ray(address, dashboard, num_cpus)
-    quiet()
+    data_check = DataCheck(spec)
+    ray_session = RaySession(False, None)
     try:
+        ray_session = start_ray(address, dashboard, num_cpus)
+        quiet()
+        data_check.result()
         check_resources(spec)
         _announce(ray_session, uri, results, notify)
         # the param space comes from Tune's saved state: the base as the search started, even if
@@ -700,6 +678,7 @@ def resume_search(results: Path, *, address: str | None = None, dashboard: bool 
         with Interrupts(recorder, notify):
             tuner.fit()
     finally:
+        data_check.close()
         ray_session.end()
     return _outcome(spec, results, uri, tune_path, recorder.interrupted)
 
