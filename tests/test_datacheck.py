@@ -23,17 +23,15 @@ def spec(space: dict | None = None, data: dict | None = None):
 def test_the_data_sets_a_space_reaches_are_the_choices_of_dataset_and_root(tmp_path):
     s = spec({"data.dataset": {"choice": ["digits", "mnist"]},
               "data.root": {"choice": [str(tmp_path / "a"), str(tmp_path / "b")]}})
-    reached = [(d, tree["data"]["dataset"], tree["data"]["root"]) for d, tree in data_trees(s)]
-    assert reached == [(d, d, str(tmp_path / r)) for d in ("digits", "mnist") for r in ("a", "b")]
-    assert [(d, t["data"]["dataset"]) for d, t in data_trees(spec())] == [("digits", "digits")]
+    reached = [(tree["data"]["dataset"], tree["data"]["root"]) for tree in data_trees(s)]
+    assert reached == [(d, str(tmp_path / r)) for d in ("digits", "mnist") for r in ("a", "b")]
+    assert [t["data"]["dataset"] for t in data_trees(spec())] == ["digits"]
 
 
 def test_a_loadable_space_passes_and_a_missing_root_is_named(tmp_path):
     DataCheck(spec()).result()  # digits: embedded, loads
     check = DataCheck(spec({"data.dataset": {"choice": ["digits", "mnist"]}}, {"root": str(tmp_path / "nowhere")}))
     with pytest.raises(SpecError, match=r"^d\.yaml: data\.dataset 'mnist': data\.root: '.*nowhere' is not a folder"):
-        check.result()
-    with pytest.raises(SpecError, match="nowhere"):  # asked again: the same answer, no second run
         check.result()
 
 

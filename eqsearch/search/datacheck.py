@@ -19,9 +19,9 @@ import sys
 from eqsearch.errors import SpecError
 
 
-def data_trees(spec) -> list[tuple[str, dict]]:
-    """(dataset, run config tree) of every distinct (data.dataset, data.root) a trial of ``spec``
-    can reach: the base's, or each value of those two fields where the space chooses them."""
+def data_trees(spec) -> list[dict]:
+    """The run config tree of every distinct (data.dataset, data.root) a trial of ``spec`` can
+    reach: the base's, or each value of those two fields where the space chooses them."""
     choices = {p.field: list(p.args) for p in spec.params if p.field in ("data.dataset", "data.root")
                and p.kind == "choice"}
     base = spec.base_config
@@ -30,7 +30,7 @@ def data_trees(spec) -> list[tuple[str, dict]]:
         for root in choices.get("data.root", [base.data.root]):
             if (dataset, root) not in seen:
                 seen.add((dataset, root))
-                out.append((dataset, base.replace({"data.dataset": dataset, "data.root": root}).to_dict()))
+                out.append(base.replace({"data.dataset": dataset, "data.root": root}).to_dict())
     return out
 
 
@@ -41,19 +41,17 @@ class DataCheck:
         self.source = spec.source
         self.proc = subprocess.Popen([sys.executable, "-m", __name__, json.dumps(data_trees(spec))],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.answer: dict | None = None
 
     def result(self) -> None:
-        """Wait for the check; :class:`SpecError` naming the space file and the data set that did
-        not load, RuntimeError (with the child's error output) if the check itself crashed."""
-        if self.answer is None:
-            out, err = self.proc.communicate()
-            lines = out.strip().splitlines()
-            if self.proc.returncode != 0 or not lines:
-                raise RuntimeError(f"the data check of {self.source} failed (exit {self.proc.returncode}):\n{err[-3000:]}")
-            self.answer = json.loads(lines[-1])
-        if self.answer["error"]:
-            raise SpecError(f"{self.source}: {self.answer['error']}")
+        """Wait for the check (once); :class:`SpecError` naming the space file and the data set that
+        did not load, RuntimeError (with the child's error output) if the check itself crashed."""
+        out, err = self.proc.communicate()
+        lines = out.strip().splitlines()
+        if self.proc.returncode != 0 or not lines:
+            raise RuntimeError(f"the data check of {self.source} failed (exit {self.proc.returncode}):\n{err[-3000:]}")
+        error = json.loads(lines[-1])["error"]
+        if error:
+            raise SpecError(f"{self.source}: {error}")
 
     def close(self) -> None:
         """End the child if its answer was never asked for (the search failed before)."""
@@ -71,11 +69,11 @@ def main() -> None:
     from eqsearch.errors import DataError
 
     error = None
-    for dataset, tree in json.loads(sys.argv[1]):
+    for tree in json.loads(sys.argv[1]):
         try:
             load_dataset(from_dict(tree).data)
         except DataError as exc:
-            error = f"data.dataset {dataset!r}: {exc}"
+            error = f"data.dataset {tree['data']['dataset']!r}: {exc}"
             break
     print(json.dumps({"error": error}), flush=True)
 
